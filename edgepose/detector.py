@@ -1,0 +1,244 @@
+"""Person boxes for top-down pose: a YOLOX detector on ONNX Runtime.
+
+Works with YOLOX ONNX exports that keep the raw head output (the default of YOLOX's
+``export_onnx.py`` and the official release files): input ``(1, 3, H, W)`` float32 BGR in
+0..255, output ``(1, A, 5 + C)`` with rows ``(x, y, w, h, objectness, C class probabilities)``
+over the stride 8/16/32 grids. The detector letterboxes, decodes the grids, keeps the wanted
+classes and runs class-aware NMS.
+"""
+import os
+from pathlib import Path
+from typing import Optional, Sequence, Tuple, Union
+
+import cv2
+import numpy as np
+import onnxruntime as ort
+
+from edgepose.cache import cache_dir
+from edgepose.download import download as download_file
+from edgepose.errors import InputError, InputTypeError, ModelFileError
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+STRIDES = (8, 16, 32)
+PAD_VALUE = 114
+
+YOLOX_NANO_FILE = "yolox_nano.onnx"
+YOLOX_RELEASE_URL = "https://github.com/Megvii-BaseDetection/YOLOX/releases/download/0.1.1rc0"
+#: SHA-256 of the official 0.1.1rc0 ``yolox_nano.onnx`` release asset (3,659,407 bytes).
+YOLOX_NANO_SHA256 = "c789161ed43c8269fcd4e67c67eeeb4e80c622da2eb296a20bc6007bd18a0b7d"
+
+_GET_IT = (
+    f"Download {YOLOX_NANO_FILE} from https://github.com/Megvii-BaseDetection/YOLOX/releases "
+    "(or export one with YOLOX's tools/export_onnx.py) and pass it with --detector FILE."
+)
+
+
+def letterbox(image: np.ndarray, size: Tuple[int, int]) -> Tuple[np.ndarray, float]:
+    """YOLOX letterbox: scale (H, W, 3) by r = min(h/H, w/W), paste top-left on a (h, w, 3)
+    canvas filled with 114. Returns (canvas, r); network pixels / r = image pixels."""
+    h_in, w_in = size
+    h, w = image.shape[:2]
+    r = min(h_in / h, w_in / w)
+    new_h, new_w = max(1, int(h * r)), max(1, int(w * r))
+    canvas = np.full((h_in, w_in, 3), PAD_VALUE, np.uint8)
+    canvas[:new_h, :new_w] = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    return canvas, r
+
+
+def make_grid(size: Tuple[int, int], strides: Sequence[int] = STRIDES) -> Tuple[np.ndarray, np.ndarray]:
+    """Cell offsets (A, 2) as (x, y) and strides (A, 1), in YOLOX's row order: stride 8 first,
+    each level row-major. A = sum((H // s) * (W // s))."""
+    cells, steps = [], []
+    for s in strides:
+        ys, xs = np.mgrid[0:size[0] // s, 0:size[1] // s]
+        cells.append(np.stack([xs.ravel(), ys.ravel()], axis=1))
+        steps.append(np.full((xs.size, 1), s))
+    return np.concatenate(cells).astype(np.float32), np.concatenate(steps).astype(np.float32)
+
+
+def decode_boxes(pred: np.ndarray, grid: np.ndarray, stride: np.ndarray) -> np.ndarray:
+    """Raw YOLOX rows (N, >=4) -> boxes (N, 4) x1, y1, x2, y2 in network-input pixels."""
+    xy = (pred[:, :2] + grid) * stride
+    half_wh = np.exp(pred[:, 2:4]) * stride / 2
+    return np.concatenate([xy - half_wh, xy + half_wh], axis=1)
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_thresh: float, labels: Optional[np.ndarray] = None) -> np.ndarray:
+    """Greedy NMS, class-aware when ``labels`` (N,) are given: boxes with different labels never
+    suppress each other. boxes (N, 4) x1, y1, x2, y2, scores (N,) -> kept indices (K,), best first.
+    A box is dropped when its IoU with a kept, higher-scored box is above ``iou_thresh``.
+    Runs OpenCV's NMS, over 10x faster than a NumPy loop on YOLOX's candidate counts."""
+    if len(boxes) == 0:
+        return np.zeros(0, np.int64)
+    boxes = boxes.astype(np.float64)
+    if labels is not None:
+        boxes += labels[:, None] * (boxes.max() - boxes.min() + 1)
+    xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
+    keep = np.asarray(cv2.dnn.NMSBoxes(xywh, scores.astype(np.float32), 0.0, iou_thresh), np.int64).reshape(-1)
+    return keep[np.argsort(-scores[keep], kind="stable")]
+
+
+class YoloxDetector:
+    """YOLOX ONNX detector returning boxes of the wanted COCO classes (person by default).
+
+    ``input_size`` is the network's (H, W), read from the model's input shape.
+    """
+
+    def __init__(
+        self,
+        model_path: PathLike,
+        *,
+        score_thresh: float = 0.5,
+        nms_thresh: float = 0.45,
+        classes: Sequence[int] = (0,),
+        providers: Optional[Sequence] = None,
+        intra_op_threads: Optional[int] = None,
+    ):
+        if not 0.0 <= score_thresh <= 1.0 or not 0.0 < nms_thresh <= 1.0:
+            raise InputError(
+                f"score_thresh must be in [0, 1] and nms_thresh in (0, 1], got {score_thresh} and {nms_thresh}"
+            )
+        self.model_path = Path(model_path)
+        self.score_thresh = float(score_thresh)
+        self.nms_thresh = float(nms_thresh)
+        self._session = _open_session(self.model_path, providers, intra_op_threads)
+        self._input_name, self.input_size = self._check_input()
+        self._grid, self._stride = make_grid(self.input_size)
+        self.num_classes = self._check_output()
+        self.classes = np.array(list(classes), dtype=np.int64)
+        if self.classes.size == 0 or self.classes.min() < 0 or self.classes.max() >= self.num_classes:
+            raise InputError(f"classes must be a non-empty list of ids in [0, {self.num_classes}), got {classes!r}")
+
+    def detect(self, image: np.ndarray, image_is_rgb: bool = False) -> np.ndarray:
+        """Detect in one (H, W, 3) uint8 image (BGR, or RGB with ``image_is_rgb``).
+
+        Returns (N, 5) float32 rows x1, y1, x2, y2, score in image pixels, clipped to the
+        image, best score first; (0, 5) when nothing is found.
+        """
+        _check_image(image)
+        canvas, ratio = letterbox(image, self.input_size)
+        if image_is_rgb:
+            canvas = canvas[:, :, ::-1]
+        blob = canvas.transpose(2, 0, 1)[None].astype(np.float32)
+        pred = self._session.run(None, {self._input_name: blob})[0][0]
+        return self._postprocess(pred, ratio, image.shape[:2])
+
+    def _postprocess(self, pred: np.ndarray, ratio: float, image_hw: Tuple[int, int]) -> np.ndarray:
+        """Raw head output (A, 5 + C) -> (N, 5) detections in image pixels."""
+        probs = pred[:, 5 + self.classes] * pred[:, 4:5]
+        labels = probs.argmax(axis=1)
+        scores = probs[np.arange(len(probs)), labels]
+        cand = np.flatnonzero(scores > self.score_thresh)
+        boxes = decode_boxes(pred[cand], self._grid[cand], self._stride[cand]) / ratio
+        boxes[:, 0::2] = boxes[:, 0::2].clip(0, image_hw[1])
+        boxes[:, 1::2] = boxes[:, 1::2].clip(0, image_hw[0])
+        nonempty = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        boxes, scores, labels = boxes[nonempty], scores[cand][nonempty], labels[cand][nonempty]
+        keep = nms(boxes, scores, self.nms_thresh, labels)
+        return np.concatenate([boxes[keep], scores[keep, None]], axis=1).astype(np.float32)
+
+    def _check_input(self) -> Tuple[str, Tuple[int, int]]:
+        """The input's name and fixed (H, W); ModelFileError unless it is (1, 3, H, W)."""
+        inputs = self._session.get_inputs()
+        shape = inputs[0].shape if len(inputs) == 1 else None
+        if (
+            shape is None
+            or len(shape) != 4
+            or not (shape[0] in (1, None) or isinstance(shape[0], str))
+            or shape[1] != 3
+            or inputs[0].type != "tensor(float)"
+            or not all(isinstance(d, int) and d % STRIDES[-1] == 0 for d in shape[2:])
+        ):
+            raise ModelFileError(
+                f"{self.model_path} is not a YOLOX detector this SDK can run: it needs one float32 input of "
+                f"fixed shape (1, 3, H, W) with H and W multiples of 32, got "
+                f"{[(i.name, i.shape, i.type) for i in inputs]}. Re-export it with a fixed input size."
+            )
+        return inputs[0].name, (shape[2], shape[3])
+
+    def _check_output(self) -> int:
+        """Run once on a grey canvas (also a warm-up) and check the output is YOLOX's raw head
+        (1, A, 5 + C) with probabilities in columns 4.. . Returns C."""
+        outputs = self._session.get_outputs()
+        blob = np.full((1, 3) + self.input_size, PAD_VALUE, np.float32)
+        out = self._session.run(None, {self._input_name: blob})[0]
+        anchors = len(self._grid)
+        problem = None
+        if len(outputs) != 1 or out.ndim != 3 or out.shape[:2] != (1, anchors) or out.shape[2] < 6:
+            problem = (
+                f"it needs one output of shape (1, {anchors}, 5 + classes) for a {self.input_size} input, "
+                f"got {[(o.name, o.shape) for o in outputs]} -> {out.shape}"
+            )
+        elif out[0, :, 4:].min() < 0 or out[0, :, 4:].max() > 1:
+            problem = "its objectness/class columns are not probabilities in [0, 1] (no sigmoid in the head)"
+        elif np.median(np.abs(out[0, :, :2])) > STRIDES[0]:
+            problem = (
+                "its box columns are already in pixels (exported with --decode_in_inference); "
+                "re-export without that flag"
+            )
+        if problem:
+            raise ModelFileError(f"{self.model_path} does not look like a YOLOX ONNX export: {problem}.")
+        return out.shape[2] - 5
+
+
+def _open_session(path: Path, providers: Optional[Sequence], threads: Optional[int]) -> "ort.InferenceSession":
+    """An ONNX Runtime session (CPU by default); ModelFileError when the file is missing or bad."""
+    if not path.is_file():
+        raise ModelFileError(
+            f"YOLOX model file not found: {path}. Pass the path of a YOLOX .onnx file, e.g. "
+            f"{YOLOX_NANO_FILE} from https://github.com/Megvii-BaseDetection/YOLOX/releases."
+        )
+    options = ort.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    try:
+        return ort.InferenceSession(
+            str(path), sess_options=options, providers=list(providers or ["CPUExecutionProvider"])
+        )
+    except Exception as e:  # ORT's exceptions share no base class but Exception
+        raise ModelFileError(
+            f"ONNX Runtime could not load {path} ({os.path.getsize(path)} bytes): is the file truncated, "
+            f"corrupt or not an ONNX model? Download or export it again. ORT said: {e}"
+        ) from e
+
+
+def _check_image(image: np.ndarray) -> None:
+    """InputTypeError unless ``image`` is a (H, W, 3) uint8 array; InputError when it is empty."""
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        got = f"{image.dtype} array of shape {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
+        raise InputTypeError(f"the detector needs a (H, W, 3) uint8 BGR/RGB image, got {got}")
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise InputError(f"the detector got an empty image of shape {image.shape}")
+
+
+def download_yolox_nano(
+    dest_dir: Optional[PathLike] = None,
+    *,
+    base_url: Optional[str] = None,
+    timeout: float = 15.0,
+    sha256: str = YOLOX_NANO_SHA256,
+) -> Path:
+    """Download the official YOLOX-Nano ONNX (416x416, COCO-80) and check its SHA-256.
+
+    ``dest_dir`` defaults to ``cache_dir("detectors")``. ``base_url`` (else
+    ``$EDGEPOSE_YOLOX_URL``, else the YOLOX 0.1.1rc0 release) is the folder URL the file name
+    ``yolox_nano.onnx`` is appended to; a mirror must serve the same file, or pass its ``sha256``.
+    Raises DownloadError; returns the file's path.
+    """
+    base = base_url or os.environ.get("EDGEPOSE_YOLOX_URL") or YOLOX_RELEASE_URL
+    dest = Path(dest_dir) if dest_dir is not None else cache_dir("detectors")
+    return download_file(
+        f"{base.rstrip('/')}/{YOLOX_NANO_FILE}", dest / YOLOX_NANO_FILE,
+        sha256=sha256, timeout=timeout, hint=f"Offline? {_GET_IT}",
+    )
+
+
+def default_detector_path(download: bool = True) -> Path:
+    """The cached YOLOX-Nano file, downloaded first when missing (and ``download`` is true)."""
+    path = cache_dir("detectors") / YOLOX_NANO_FILE
+    if path.is_file():
+        return path
+    if not download:
+        raise ModelFileError(f"No person detector in the cache ({path} is missing). {_GET_IT}")
+    return download_yolox_nano()
