@@ -84,10 +84,14 @@ class LoadedWeights(WeightSource):
                 more = len(items) - len(shown)
                 parts.append("  %s (%d): %s%s" % (title, len(items), "; ".join(shown),
                                                   " ... and %d more" % more if more else ""))
+        found = sorted({n.split(".")[0] + ".*" for n in self.arrays})
+        wanted = sorted({n.split(".")[0] + ".*" for n in self.used})
+        layout = ("\nThe file's layers are %s; this architecture's are %s."
+                  % (", ".join(found), ", ".join(wanted))) if found != wanted else ""
         raise WeightsMismatchError(
-            "%s does not fit this architecture:\n%s\nIt is probably the weights file of another "
+            "%s does not fit this architecture:\n%s%s\nIt is probably the weights file of another "
             "model: pass the .params file that belongs to this zoo entry (see `edgepose zoo`)."
-            % (self.source, "\n".join(parts)))
+            % (self.source, "\n".join(parts), layout))
 
 
 class RandomWeights(WeightSource):

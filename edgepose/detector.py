@@ -64,7 +64,9 @@ def decode_boxes(pred: np.ndarray, grid: np.ndarray, stride: np.ndarray) -> np.n
     return np.concatenate([xy - half_wh, xy + half_wh], axis=1)
 
 
-def nms(boxes: np.ndarray, scores: np.ndarray, iou_thresh: float, labels: Optional[np.ndarray] = None) -> np.ndarray:
+def nms(
+    boxes: np.ndarray, scores: np.ndarray, iou_thresh: float, labels: Optional[np.ndarray] = None
+) -> np.ndarray:
     """Greedy NMS, class-aware when ``labels`` (N,) are given: boxes with different labels never
     suppress each other. boxes (N, 4) x1, y1, x2, y2, scores (N,) -> kept indices (K,), best first.
     A box is dropped when its IoU with a kept, higher-scored box is above ``iou_thresh``.
@@ -75,7 +77,8 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_thresh: float, labels: Option
     if labels is not None:
         boxes += labels[:, None] * (boxes.max() - boxes.min() + 1)
     xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
-    keep = np.asarray(cv2.dnn.NMSBoxes(xywh, scores.astype(np.float32), 0.0, iou_thresh), np.int64).reshape(-1)
+    keep = cv2.dnn.NMSBoxes(xywh, scores.astype(np.float32), 0.0, iou_thresh)
+    keep = np.asarray(keep, np.int64).reshape(-1)  # OpenCV < 4.6 returns (K, 1)
     return keep[np.argsort(-scores[keep], kind="stable")]
 
 
@@ -97,7 +100,8 @@ class YoloxDetector:
     ):
         if not 0.0 <= score_thresh <= 1.0 or not 0.0 < nms_thresh <= 1.0:
             raise InputError(
-                f"score_thresh must be in [0, 1] and nms_thresh in (0, 1], got {score_thresh} and {nms_thresh}"
+                f"score_thresh must be in [0, 1] and nms_thresh in (0, 1], "
+                f"got {score_thresh} and {nms_thresh}"
             )
         self.model_path = Path(model_path)
         self.score_thresh = float(score_thresh)
@@ -108,7 +112,9 @@ class YoloxDetector:
         self.num_classes = self._check_output()
         self.classes = np.array(list(classes), dtype=np.int64)
         if self.classes.size == 0 or self.classes.min() < 0 or self.classes.max() >= self.num_classes:
-            raise InputError(f"classes must be a non-empty list of ids in [0, {self.num_classes}), got {classes!r}")
+            raise InputError(
+                f"classes must be a non-empty list of ids in [0, {self.num_classes}), got {classes!r}"
+            )
 
     def detect(self, image: np.ndarray, image_is_rgb: bool = False) -> np.ndarray:
         """Detect in one (H, W, 3) uint8 image (BGR, or RGB with ``image_is_rgb``).
@@ -182,7 +188,9 @@ class YoloxDetector:
         return out.shape[2] - 5
 
 
-def _open_session(path: Path, providers: Optional[Sequence], threads: Optional[int]) -> "ort.InferenceSession":
+def _open_session(
+    path: Path, providers: Optional[Sequence], threads: Optional[int]
+) -> "ort.InferenceSession":
     """An ONNX Runtime session (CPU by default); ModelFileError when the file is missing or bad."""
     if not path.is_file():
         raise ModelFileError(
@@ -206,7 +214,9 @@ def _open_session(path: Path, providers: Optional[Sequence], threads: Optional[i
 def _check_image(image: np.ndarray) -> None:
     """InputTypeError unless ``image`` is a (H, W, 3) uint8 array; InputError when it is empty."""
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        got = f"{image.dtype} array of shape {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
+        got = type(image).__name__
+        if isinstance(image, np.ndarray):
+            got = f"{image.dtype} array of shape {image.shape}"
         raise InputTypeError(f"the detector needs a (H, W, 3) uint8 BGR/RGB image, got {got}")
     if image.shape[0] == 0 or image.shape[1] == 0:
         raise InputError(f"the detector got an empty image of shape {image.shape}")

@@ -14,8 +14,8 @@ import pytest
 
 from edgepose.cache import cache_dir
 from edgepose.detector import (
-    YOLOX_NANO_FILE, YoloxDetector, decode_boxes, default_detector_path, download_yolox_nano, letterbox, make_grid,
-    nms,
+    YOLOX_NANO_FILE, YoloxDetector, decode_boxes, default_detector_path, download_yolox_nano, letterbox,
+    make_grid, nms,
 )
 from edgepose.errors import DownloadError, InputError, InputTypeError, ModelFileError
 
@@ -50,7 +50,7 @@ def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def check_detections(det: np.ndarray, image: np.ndarray) -> None:
     h, w = image.shape[:2]
     assert det.dtype == np.float32 and det.ndim == 2 and det.shape[1] == 5
-    assert (det[:, 0] >= 0).all() and (det[:, 1] >= 0).all() and (det[:, 2] <= w).all() and (det[:, 3] <= h).all()
+    assert (det[:, :4] >= 0).all() and (det[:, 2] <= w).all() and (det[:, 3] <= h).all()
     assert (det[:, 2] > det[:, 0]).all() and (det[:, 3] > det[:, 1]).all()
     assert (np.diff(det[:, 4]) <= 0).all() and (det[:, 4] > 0.5).all() and (det[:, 4] <= 1).all()
 
@@ -75,7 +75,9 @@ def test_coco_images_match_ground_truth_persons(detector):
         assert (overlap.max(axis=0) > 0.5).all(), (info["file_name"], overlap)
 
 
-@pytest.mark.parametrize("name, count", [("person.jpg", 1), ("soccer.png", 3), ("biking.jpg", 8), ("street_small.jpg", 7)])
+@pytest.mark.parametrize(
+    "name, count", [("person.jpg", 1), ("soccer.png", 3), ("biking.jpg", 8), ("street_small.jpg", 7)]
+)
 def test_demo_photos(detector, name, count):
     image = read(DEMO / name)
     det = detector.detect(image)
@@ -85,7 +87,14 @@ def test_demo_photos(detector, name, count):
 
 def test_rgb_input_gives_the_same_boxes(detector):
     image = read(DEMO / "soccer.png")
-    np.testing.assert_array_equal(detector.detect(image[:, :, ::-1].copy(), image_is_rgb=True), detector.detect(image))
+    rgb = np.ascontiguousarray(image[:, :, ::-1])
+    np.testing.assert_array_equal(detector.detect(rgb, image_is_rgb=True), detector.detect(image))
+
+
+def test_providers_and_threads(detector):
+    image = read(DEMO / "person.jpg")
+    single = YoloxDetector(MODEL, providers=["CPUExecutionProvider"], intra_op_threads=1)
+    np.testing.assert_allclose(single.detect(image), detector.detect(image), rtol=1e-4)
 
 
 def test_class_filter():
@@ -136,7 +145,8 @@ def test_letterbox_and_scale_back(detector):
     pred[row, :6] = [0.5, 0.5, np.log(4), np.log(2), 1.0, 0.9]
     det = detector._postprocess(pred, ratio, image.shape[:2])
     cx, cy = 10.5 * 8 / ratio, 20.5 * 8 / ratio
-    np.testing.assert_allclose(det, [[cx - 16 / ratio, cy - 8 / ratio, cx + 16 / ratio, cy + 8 / ratio, 0.9]], rtol=1e-5)
+    half_w, half_h = 16 / ratio, 8 / ratio
+    np.testing.assert_allclose(det, [[cx - half_w, cy - half_h, cx + half_w, cy + half_h, 0.9]], rtol=1e-5)
     pred[row, :4] = [-20, -20, 0, 0]  # a box above the image's top-left corner is dropped
     assert detector._postprocess(pred, ratio, image.shape[:2]).shape == (0, 5)
 
@@ -153,7 +163,9 @@ def test_bad_images(detector, image, error):
         detector.detect(image)
 
 
-@pytest.mark.parametrize("kwargs", [{"classes": (80,)}, {"classes": ()}, {"score_thresh": 1.5}, {"nms_thresh": 0}])
+@pytest.mark.parametrize(
+    "kwargs", [{"classes": (80,)}, {"classes": ()}, {"score_thresh": 1.5}, {"nms_thresh": 0}]
+)
 def test_bad_options(kwargs):
     with pytest.raises(InputError):
         YoloxDetector(MODEL, **kwargs)
@@ -208,7 +220,7 @@ def server(tmp_path):
             pass
 
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield root, f"http://127.0.0.1:{httpd.server_address[1]}/yolox"
     httpd.shutdown()
