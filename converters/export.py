@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
@@ -16,6 +14,7 @@ from edgepose.converters.archs import build_pose_net
 from edgepose.converters.graph import GraphBuilder, LoadedWeights, RandomWeights, WeightSource
 from edgepose.converters.zoo import ZooEntry
 from edgepose.errors import WeightsMismatchError
+from edgepose.fileio import atomic_write_bytes
 from edgepose.meta import ModelMeta
 
 log = logging.getLogger(__name__)
@@ -89,18 +88,7 @@ def count_gflops(model: onnx.ModelProto, batch: int = 1) -> float:
 
 def save_onnx(model: onnx.ModelProto, path: PathLike) -> Path:
     """Write ``model`` to ``path`` through a temporary file and an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(model.SerializeToString())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write_bytes(path, model.SerializeToString())
 
 
 @dataclass

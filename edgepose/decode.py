@@ -94,13 +94,12 @@ def flip_back(heatmaps_flipped: np.ndarray, flip_pairs: Sequence[Tuple[int, int]
     right (column 0 keeps its value, the last column is dropped). The input is not modified.
     """
     hm = np.asarray(heatmaps_flipped)
-    perm = flip_permutation(hm.shape[1], list(flip_pairs))
-    mirrored = hm[:, perm, :, ::-1]
+    swapped = np.take(hm, flip_permutation(hm.shape[1], list(flip_pairs)), axis=1)
     if not shift:
-        return np.ascontiguousarray(mirrored)
-    out = np.empty_like(mirrored, order="C")
-    out[..., 1:] = mirrored[..., :-1]
-    out[..., 0] = mirrored[..., 0]
+        return np.ascontiguousarray(swapped[..., ::-1])
+    out = np.empty_like(swapped)
+    out[..., 1:] = swapped[..., :0:-1]
+    out[..., 0] = swapped[..., -1]
     return out
 
 
@@ -108,7 +107,9 @@ def merge_flip(heatmaps: np.ndarray, heatmaps_flipped: np.ndarray,
                flip_pairs: Sequence[Tuple[int, int]], shift: bool = True) -> np.ndarray:
     """Flip-test ensemble: (heatmaps + flip_back(heatmaps_flipped)) / 2, both (N, K, H, W)."""
     hm = np.asarray(heatmaps)
-    return (hm + flip_back(heatmaps_flipped, flip_pairs, shift)) / hm.dtype.type(2)
+    merged = hm + flip_back(heatmaps_flipped, flip_pairs, shift)
+    merged /= merged.dtype.type(2)
+    return merged
 
 
 def decode(heatmaps: np.ndarray, crops: Crops, meta: ModelMeta) -> Tuple[np.ndarray, np.ndarray]:

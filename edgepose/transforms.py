@@ -104,10 +104,11 @@ def affine_matrices(center: np.ndarray, scale: np.ndarray, out_hw: HW) -> np.nda
     return m
 
 
-def _fixed_point_coords(matrices: np.ndarray, out_hw: HW) -> Tuple[np.ndarray, np.ndarray]:
-    """Source coordinates of every crop pixel in 1/32 pixel, as OpenCV 4's warpAffine computes them.
+def _fixed_point_terms(matrices: np.ndarray, out_hw: HW) -> Tuple[np.ndarray, ...]:
+    """Per-row and per-column parts of OpenCV 4's fixed-point source coordinates (1/1024 pixel).
 
-    matrices: (N, 2, 3) forward image -> crop. Returns X, Y: (N, H, W) int32.
+    matrices: (N, 2, 3) forward image -> crop. Returns row_x, row_y (N, H) and col_x, col_y (N, W),
+    int64, such that the source x of crop pixel (u, v) in 1/32 pixel is (row_x[v] + col_x[u]) >> 5.
     """
     out_h, out_w = out_hw
     m = np.asarray(matrices, dtype=np.float64).reshape(-1, 2, 3)
@@ -124,14 +125,24 @@ def _fixed_point_coords(matrices: np.ndarray, out_hw: HW) -> Tuple[np.ndarray, n
     half_step = 1 << (_AB_BITS - _INTER_BITS - 1)
 
     def fixed(v: np.ndarray) -> np.ndarray:
-        return np.rint(np.clip(v, -_COORD_LIMIT, _COORD_LIMIT)).astype(np.int32)
+        return np.rint(np.clip(v, -_COORD_LIMIT, _COORD_LIMIT)).astype(np.int64)
 
-    col_x = fixed(i11[:, None] * cols * scale)[:, None, :]
-    col_y = fixed(i21[:, None] * cols * scale)[:, None, :]
-    row_x = (fixed((i12[:, None] * rows + t1[:, None]) * scale) + half_step)[:, :, None]
-    row_y = (fixed((i22[:, None] * rows + t2[:, None]) * scale) + half_step)[:, :, None]
+    row_x = fixed((i12[:, None] * rows + t1[:, None]) * scale) + half_step
+    row_y = fixed((i22[:, None] * rows + t2[:, None]) * scale) + half_step
+    return row_x, row_y, fixed(i11[:, None] * cols * scale), fixed(i21[:, None] * cols * scale)
+
+
+def _combine(row: np.ndarray, col: np.ndarray) -> np.ndarray:
+    """(H,) row and (W,) column terms -> 1/32-pixel coordinates, shaped (1, W), (H, 1) or (H, W).
+
+    Axis-aligned crops keep one term constant, so their maps stay 1-D until the final broadcast.
+    """
     shift = _AB_BITS - _INTER_BITS
-    return (row_x + col_x) >> shift, (row_y + col_y) >> shift
+    if np.all(row == row[0]):
+        return ((row[0] + col) >> shift)[None, :]
+    if np.all(col == col[0]):
+        return ((row + col[0]) >> shift)[:, None]
+    return (row[:, None] + col[None, :]) >> shift
 
 
 def _warp_fixed_point(sources: Sequence[np.ndarray], origins: np.ndarray,
@@ -143,20 +154,21 @@ def _warp_fixed_point(sources: Sequence[np.ndarray], origins: np.ndarray,
     """
     out_h, out_w = out_hw
     out = np.zeros((len(sources), out_h, out_w, 3), dtype=np.uint8)
-    if not len(sources):
-        return out
-    fx, fy = _fixed_point_coords(matrices, out_hw)
-    frac = ((fy & ((1 << _INTER_BITS) - 1)) << _INTER_BITS) | (fx & ((1 << _INTER_BITS) - 1))
-    frac = frac.astype(np.uint16)
+    row_x, row_y, col_x, col_y = _fixed_point_terms(matrices, out_hw)
+    frac_mask = (1 << _INTER_BITS) - 1
+    xy = np.empty((out_h, out_w, 2), dtype=np.int16)
+    frac = np.empty((out_h, out_w), dtype=np.uint16)
     for i, src in enumerate(sources):
         src_h, src_w = src.shape[:2]
         if src_h == 0 or src_w == 0:
             continue
+        fx = _combine(row_x[i], col_x[i])
+        fy = _combine(row_y[i], col_y[i])
         # Pixels more than one step outside read only border; clipping keeps int16 in range.
-        xi = np.clip((fx[i] >> _INTER_BITS) - int(origins[i][0]), -2, src_w)
-        yi = np.clip((fy[i] >> _INTER_BITS) - int(origins[i][1]), -2, src_h)
-        xy = np.stack([xi, yi], axis=-1).astype(np.int16)
-        cv2.remap(src, xy, frac[i], cv2.INTER_LINEAR, dst=out[i],
+        xy[..., 0] = np.clip((fx >> _INTER_BITS) - int(origins[i][0]), -2, src_w)
+        xy[..., 1] = np.clip((fy >> _INTER_BITS) - int(origins[i][1]), -2, src_h)
+        frac[...] = ((fy & frac_mask) << _INTER_BITS) | (fx & frac_mask)
+        cv2.remap(src, xy, frac, cv2.INTER_LINEAR, dst=out[i],
                   borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     return out
 
@@ -257,16 +269,19 @@ def normalize(crops_u8: np.ndarray, mean: Sequence[float], std: Sequence[float],
     (BGR crops for an RGB model or the reverse). Equal bit for bit to MXNet's to_tensor + normalize.
     """
     crops = np.asarray(crops_u8)
-    if crops.dtype != np.uint8 or crops.ndim != 4 or crops.shape[3] != 3:
-        raise InputTypeError("normalize expects uint8 crops of shape (N, H, W, 3); got %s %s"
-                             % (crops.dtype, crops.shape))
-    lut = normalization_lut(mean, std)
+    if crops.dtype != np.uint8:
+        raise InputTypeError("normalize expects uint8 crops; got dtype %s" % crops.dtype)
+    if crops.ndim != 4 or crops.shape[3] != 3:
+        raise InputError("normalize expects crops of shape (N, H, W, 3); got %s" % (crops.shape,))
     n, h, w, _ = crops.shape
-    out = np.empty((n, 3, h, w), dtype=np.float32)
-    for c in range(3):
-        src = 2 - c if swap_rb else c
-        np.take(lut[c], crops[..., src], out=out[:, c])
-    return out
+    if n == 0 or h == 0 or w == 0:
+        return np.zeros((n, 3, h, w), dtype=np.float32)
+    lut = normalization_lut(mean, std)
+    # Table j maps crop channel j; with swap_rb that channel feeds model channel 2 - j.
+    table = np.ascontiguousarray((lut[::-1] if swap_rb else lut).T).reshape(1, 256, 3)
+    hwc = cv2.LUT(np.ascontiguousarray(crops).reshape(n * h, w, 3), table).reshape(n, h, w, 3)
+    chw = hwc.transpose(0, 3, 1, 2)
+    return np.ascontiguousarray(chw[:, ::-1] if swap_rb else chw)
 
 
 def flip_batch(batch: np.ndarray) -> np.ndarray:

@@ -1,0 +1,4 @@
+"""python -m edgepose"""
+from edgepose.cli import main
+
+main()

@@ -1,0 +1,133 @@
+"""``edgepose.Runtime``: a pose model behind a backend, with NumPy/OpenCV pre- and post-processing.
+
+Data flows one way: image + boxes -> :func:`edgepose.transforms.preprocess` -> backend (in
+chunks the model accepts) -> :func:`edgepose.decode.decode` -> keypoints in image pixels.
+Everything the pipeline needs (input size, normalisation, decoder, flip pairs) is read once
+from the model's metadata into :attr:`Runtime.meta`.
+"""
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence, Tuple
+
+import numpy as np
+
+from edgepose.backends import Backend, open_backend
+from edgepose.decode import decode, merge_flip
+from edgepose.errors import InputError, ModelFileError
+from edgepose.meta import ModelMeta
+from edgepose.transforms import flip_batch, preprocess
+
+
+@dataclass
+class PoseResult:
+    """Keypoints of N persons. ``keypoints`` (N, K, 2) float32 x, y image pixels; ``scores`` (N, K)
+    float32 heatmap peaks; ``boxes`` (N, 4) float32 x1, y1, x2, y2 as used (clipped to the image);
+    ``box_scores`` (N,) float32 (1 where the caller gave no scores)."""
+
+    keypoints: np.ndarray
+    scores: np.ndarray
+    boxes: np.ndarray
+    box_scores: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.keypoints.shape[0])
+
+    def instance_scores(self, keypoint_thresh: float = 0.2) -> np.ndarray:
+        """COCO result score per person, as GluonCV computes it: mean of the joint scores above
+        ``keypoint_thresh`` (0 where none) times the box score."""
+        above = self.scores > keypoint_thresh
+        total = np.where(above, self.scores, 0).sum(axis=1)
+        count = above.sum(axis=1)
+        mean = np.divide(total, count, out=np.zeros_like(total), where=count > 0)
+        return (mean * self.box_scores).astype(np.float32)
+
+
+class Runtime:
+    """Top-down pose estimation with one model.
+
+    ``model``: an ``.onnx`` file (ONNX Runtime), an engine (``.engine``/``.plan``, TensorRT) or a
+    ``triton://HOST:PORT/NAME`` URL; ``backend`` overrides the choice made from the name.
+    A model without edgepose metadata (a COCO-17 heatmap model from elsewhere) takes its input
+    size from its input shape or ``input_size``, and ImageNet mean/std on RGB in [0, 1] unless
+    ``mean``/``std``/``color_order`` say otherwise. Other keyword arguments go to the backend
+    (for ONNX Runtime: ``providers``, ``threads``).
+    """
+
+    def __init__(self, model: str, backend: str = "auto", *,
+                 input_size: Optional[Tuple[int, int]] = None,
+                 mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
+                 color_order: Optional[str] = None, decoder: Optional[str] = None,
+                 **backend_options: Any) -> None:
+        self.model = str(model)
+        self.backend: Backend = open_backend(self.model, backend, **backend_options)
+        try:
+            self.meta = self._configure(input_size, mean, std, color_order, decoder)
+        except Exception:
+            self.backend.close()
+            raise
+
+    def _configure(self, input_size: Optional[Tuple[int, int]], mean: Optional[Sequence[float]],
+                   std: Optional[Sequence[float]], color_order: Optional[str],
+                   decoder: Optional[str]) -> ModelMeta:
+        model_hw = self.backend.input_shape[2:]
+        if input_size is None and not ModelMeta.has_edgepose_props(self.backend.metadata):
+            if None in model_hw:
+                raise InputError("%s has no edgepose metadata and a dynamic input size; pass "
+                                 "input_size=(H, W)" % self.model)
+            input_size = (int(model_hw[0]), int(model_hw[1]))  # type: ignore[arg-type]
+        meta = ModelMeta.from_props(
+            self.backend.metadata, input_size=tuple(input_size) if input_size else None,
+            mean=tuple(mean) if mean is not None else None, std=tuple(std) if std is not None else None,
+            color_order=color_order, decoder=decoder)
+        if None not in model_hw and tuple(model_hw) != meta.input_size:
+            raise ModelFileError("%s takes %s inputs but its metadata / arguments say %s"
+                                 % (self.model, tuple(model_hw), meta.input_size))
+        return meta
+
+    @property
+    def max_batch(self) -> Optional[int]:
+        """Largest batch one backend call takes (None: no limit); persons are chunked to it."""
+        return self.backend.max_batch
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """Heatmaps (N, K, h, w) for a normalised (N, 3, H, W) batch, chunked to :attr:`max_batch`."""
+        step = self.backend.max_batch or len(batch)
+        if len(batch) <= step:
+            return self.backend.run(batch)
+        return np.concatenate([self.backend.run(batch[i:i + step]) for i in range(0, len(batch), step)])
+
+    def estimate(self, image: np.ndarray, boxes: np.ndarray, flip: bool = False,
+                 rgb: bool = False) -> PoseResult:
+        """Keypoints of the persons in ``boxes`` ((N, 4) x1, y1, x2, y2 pixels, or (N, 5) with scores)
+        on ``image`` (H, W, 3) uint8, BGR as OpenCV reads it unless ``rgb``.
+
+        ``flip`` averages with the mirrored crops, as GluonCV's flip test (better AP, 2x compute).
+        """
+        crops = preprocess(image, boxes, self.meta, image_is_rgb=rgb)
+        n = len(crops)
+        arr = np.asarray(boxes, dtype=np.float32)
+        box_scores = arr[:, 4].copy() if arr.ndim == 2 and arr.shape[1] == 5 else np.ones(n, np.float32)
+        k = self.meta.num_keypoints
+        if n == 0:
+            return PoseResult(np.zeros((0, k, 2), np.float32), np.zeros((0, k), np.float32),
+                              np.zeros((0, 4), np.float32), box_scores)
+        if flip:
+            both = self.infer(np.concatenate([crops.batch, flip_batch(crops.batch)]))
+            heatmaps = merge_flip(both[:n], both[n:], self.meta.flip_pairs)
+        else:
+            heatmaps = self.infer(crops.batch)
+        keypoints, scores = decode(heatmaps, crops, self.meta)
+        return PoseResult(keypoints, scores, crops.boxes.astype(np.float32), box_scores)
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self) -> "Runtime":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return "Runtime(%r, backend=%s, model=%s %dx%d, decoder=%s)" % (
+            self.model, self.backend.name, self.meta.name, self.meta.input_size[0],
+            self.meta.input_size[1], self.meta.decoder)

@@ -1,0 +1,125 @@
+"""The edgepose command as a user runs it (a real subprocess each time)."""
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from support import DATA, SHARED, random_model
+
+FIXTURES = SHARED / "parity" / "fixtures"
+
+
+def edgepose(*args, home, check=True, timeout=300):
+    env = dict(os.environ, EDGEPOSE_HOME=str(home), MXNET_HOME=str(home / "mxnet"), COLUMNS="200")
+    proc = subprocess.run([sys.executable, "-m", "edgepose", *map(str, args)], capture_output=True,
+                          text=True, env=env, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError("edgepose %s failed (%d):\n%s\n%s" % (args, proc.returncode, proc.stdout, proc.stderr))
+    return proc
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_help_lists_the_commands(tmp_path):
+    text = edgepose("--help", home=tmp_path).stdout
+    for command in ("zoo", "convert", "predict", "eval"):
+        assert command in text
+
+
+def test_zoo_json(tmp_path):
+    entries = json.loads(edgepose("zoo", "--json", home=tmp_path).stdout)
+    assert len(entries) == 16
+    for e in entries:
+        assert {"name", "input_size", "hashtag", "ap", "ap_flip", "params", "gflops"} <= set(e)
+    names = {e["name"] for e in entries}
+    assert {"simple_pose_resnet18_v1b_128x96", "simple_pose_resnet152_v1d_384x288"} <= names
+    table = edgepose("zoo", home=tmp_path).stdout
+    assert "mobile_pose_mobilenetv3_small" in table and "c2a11fae" in table
+
+
+def test_convert_with_gluoncv_weights_reproduces_gluoncv(tmp_path):
+    pytest.importorskip("onnx")
+    out = tmp_path / "small.onnx"
+    proc = edgepose("convert", "mobile_pose_mobilenetv3_small", "--weights",
+                    FIXTURES / "mobile_pose_mobilenetv3_small.params", "-o", out, home=tmp_path)
+    assert str(out) in proc.stdout and out.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".small")] == []  # no temp left
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    meta = sess.get_modelmeta().custom_metadata_map
+    assert json.loads(meta["edgepose.name"]) == "mobile_pose_mobilenetv3_small"
+    ref = np.load(FIXTURES / "mobile_pose_mobilenetv3_small.output.npy")
+    y = sess.run(None, {"input": np.load(FIXTURES / "mobile_pose_mobilenetv3_small.input.npy")})[0]
+    assert np.abs(y - ref).max() <= 1e-4 * np.abs(ref).max()
+
+
+def test_convert_random_weights_is_loud_and_recorded(tmp_path):
+    pytest.importorskip("onnx")
+    proc = edgepose("convert", "mobile_pose_mobilenetv3_small", "--random-weights", "--seed", "3", home=tmp_path)
+    assert "RANDOM WEIGHTS" in proc.stderr
+    path = tmp_path / "models" / "mobile_pose_mobilenetv3_small-random.onnx"
+    meta = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
+    assert json.loads(meta["edgepose.weights_sha1"]) == "random"
+
+
+def test_convert_offline_fails_fast_with_advice(tmp_path, monkeypatch):
+    pytest.importorskip("onnx")
+    monkeypatch.setenv("MXNET_GLUON_REPO", "http://127.0.0.1:%d/" % closed_port())
+    proc = edgepose("convert", "mobile_pose_mobilenetv3_small", home=tmp_path, check=False, timeout=30)
+    assert proc.returncode == 1
+    assert "--weights" in proc.stderr and "Traceback" not in proc.stderr
+    assert not list((tmp_path / "models").glob("*.onnx")) if (tmp_path / "models").exists() else True
+
+
+def test_convert_refuses_another_models_weights(tmp_path):
+    pytest.importorskip("onnx")
+    proc = edgepose("convert", "simple_pose_resnet18_v1b", "--weights",
+                    FIXTURES / "mobile_pose_mobilenet1.0.params", "-o", tmp_path / "x.onnx",
+                    home=tmp_path, check=False)
+    assert proc.returncode == 1 and "does not fit" in proc.stderr and "missing" in proc.stderr
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_unknown_model_suggests_names(tmp_path):
+    proc = edgepose("convert", "mobile_pose_mobilenet3_small", "--random-weights", home=tmp_path, check=False)
+    assert proc.returncode == 1 and "did you mean" in proc.stderr
+
+
+def test_predict_with_detector_and_with_boxes(tmp_path):
+    model = random_model("mobile_pose_mobilenetv3_small")
+    soccer = DATA / "demo_media" / "soccer.png"
+    edgepose("predict", soccer, "-m", model, "--detector", DATA / "yolox_nano_coco" / "yolox_nano.onnx",
+             "-o", tmp_path / "det", home=tmp_path)
+    results = json.loads((tmp_path / "det" / "keypoints.json").read_text())
+    assert len(results) == 3 and all(len(r["keypoints"]) == 51 for r in results)
+    assert (tmp_path / "det" / "soccer.jpg").exists()
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps({"soccer.png": [[180, 420, 560, 920, 0.9]]}))
+    edgepose("predict", soccer, "-m", model, "--boxes", boxes, "-o", tmp_path / "box", "--no-draw", home=tmp_path)
+    assert len(json.loads((tmp_path / "box" / "keypoints.json").read_text())) == 1
+    assert not (tmp_path / "box" / "soccer.jpg").exists()
+
+
+def test_predict_unreadable_image_is_a_clear_error(tmp_path):
+    model = random_model("mobile_pose_mobilenetv3_small")
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not an image")
+    proc = edgepose("predict", bad, "-m", model, "--boxes", bad, home=tmp_path, check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+
+
+def test_eval_on_coco_mini(tmp_path):
+    pytest.importorskip("pycocotools")
+    model = random_model("mobile_pose_mobilenetv3_small")
+    proc = edgepose("eval", "--ann", DATA / "coco_kpt_mini" / "test_coco.json", "--images",
+                    DATA / "coco_kpt_mini", "-m", model, "--json", tmp_path / "res.json", home=tmp_path)
+    assert "AP50" in proc.stdout and "random weights" in proc.stderr
+    assert len(json.loads((tmp_path / "res.json").read_text())) == 12  # the 12 persons with keypoints
