@@ -1,211 +1,25 @@
 """The ``edgepose`` command line: a thin layer over the library.
 
-Every command imports what it needs inside its body, so ``edgepose --help`` works with only
-the runtime installed and a missing optional package is reported by the command that needs it.
+Each command lives in ``edgepose/commands/`` and imports what it needs inside its body, so
+``edgepose --help`` works with only the runtime installed and a missing optional package is
+reported by the command that needs it.
 """
-import json
 import logging
 import sys
-from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich import box
-from rich.console import Console
-from rich.table import Table
 
-from edgepose.errors import EdgeposeError, MissingDependencyError
+from edgepose.commands import convert, infer
+from edgepose.commands.common import err
+from edgepose.errors import EdgeposeError
 
 app = typer.Typer(help="edgepose: GluonCV's pose model zoo on edge runtimes (ONNX Runtime, TensorRT).",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
-
-
-def require(module: str, extra: str):
-    """Import an optional dependency or explain which extra installs it."""
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError as e:
-        raise MissingDependencyError(
-            "this command needs the Python package %r (%s); install it with "
-            "`pip install 'edgepose[%s]'`" % (module, e, extra)) from e
-
-
-def print_table(table: Table) -> None:
-    """Print a table without squeezing it into 80 columns when stdout is not a terminal."""
-    Console(width=max(out.width, 110)).print(table)
-
-
-@app.command()
-def zoo(as_json: bool = typer.Option(False, "--json", help="Print a JSON list instead of a table.")) -> None:
-    """List the 16 models of the GluonCV pose zoo with their published accuracy and cost."""
-    from edgepose.converters.zoo import list_models
-
-    entries = list_models()
-    if as_json:
-        typer.echo(json.dumps([e.as_dict() for e in entries], indent=2))
-        return
-    table = Table(title="GluonCV pose zoo (COCO val2017 OKS AP, ground-truth boxes)", box=box.SIMPLE_HEAD)
-    for col, justify in (("name", "left"), ("input", "right"), ("hashtag", "left"), ("AP", "right"),
-                         ("AP flip", "right"), ("params M", "right"), ("GFLOPs", "right"),
-                         ("V100/s", "right")):
-        table.add_column(col, justify=justify, no_wrap=True)  # type: ignore[arg-type]
-    for e in entries:
-        table.add_row(e.name, "%dx%d" % e.input_size, e.hashtag, "%.1f" % e.ap[0], "%.1f" % e.ap_flip[0],
-                      "%.1f" % (e.params / 1e6), "%.2f" % e.gflops,
-                      "%.0f" % e.v100_fps if e.v100_fps else "-")
-    print_table(table)
-    out.print("GFLOPs = 2 x multiply-accumulates per person. Convert one with "
-              "`edgepose convert NAME` (add --random-weights offline).")
-
-
-@app.command()
-def convert(
-    source: str = typer.Argument(..., help="Zoo name (see `edgepose zoo`), also NAME:HASHTAG."),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="GluonCV .params file to convert."),
-    random_weights: bool = typer.Option(False, "--random-weights",
-                                        help="Random weights, for speed trials and offline tests only."),
-    seed: int = typer.Option(0, "--seed", help="Seed of --random-weights."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output",
-                                          help="Output .onnx (default: the edgepose model cache)."),
-    no_download: bool = typer.Option(False, "--no-download", help="Never download weights."),
-) -> None:
-    """Convert a zoo model to ONNX (FP32, dynamic batch, BatchNorm folded, metadata inside)."""
-    require("onnx", "convert")
-    from edgepose.cache import cache_dir
-    from edgepose.converters.export import export_zoo_model
-    from edgepose.converters.zoo import get_entry
-
-    if weights is not None and random_weights:
-        raise typer.BadParameter("--weights and --random-weights exclude each other")
-    entry = get_entry(source)
-    if output is None:
-        output = cache_dir("models") / ("%s%s.onnx" % (entry.name, "-random" if random_weights else ""))
-    with err.status("Building %s ..." % entry.name):
-        result = export_zoo_model(entry, output, weights=weights, random=random_weights, seed=seed,
-                                  download=not no_download)
-    size_mb = result.path.stat().st_size / 1e6
-    out.print("Wrote [bold]%s[/] (%.1f MB): %s FP32 ONNX, input Nx3x%dx%d (dynamic batch), weights %s"
-              % (result.path, size_mb, entry.name, entry.input_size[0], entry.input_size[1], result.weights))
-
-
-def _read_image(path: Path):
-    import cv2
-
-    from edgepose.errors import InputError
-
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise InputError("cannot read image %s (missing, or not an image OpenCV can decode)" % path)
-    return image
-
-
-def _image_id(path: Path, index: int) -> int:
-    return int(path.stem) if path.stem.isdigit() else index
-
-
-def _load_boxes(path: Path, images: List[Path]) -> dict:
-    """--boxes FILE: {"file name": [[x1, y1, x2, y2(, score)], ...]} or COCO detection results."""
-    import numpy as np
-
-    from edgepose.coco import detection_boxes
-    from edgepose.errors import InputError
-
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as e:
-        raise InputError("cannot read boxes file %s: %s" % (path, e)) from e
-    if isinstance(data, list):  # COCO detection results, matched by numeric file names
-        by_id = detection_boxes(data)
-        return {p.name: by_id.get(_image_id(p, i), np.zeros((0, 5))) for i, p in enumerate(images)}
-    if isinstance(data, dict):
-        return {name: np.asarray(b, np.float64).reshape(-1, len(b[0]) if len(b) else 4) for name, b in data.items()}
-    raise InputError("boxes file %s must hold a JSON object {image name: [[x1, y1, x2, y2, score], ...]} "
-                     "or a COCO detection-results list" % path)
-
-
-@app.command()
-def predict(
-    images: List[Path] = typer.Argument(..., help="Images to run on."),
-    model: str = typer.Option(..., "--model", "-m", help="Model file (.onnx/.engine), triton:// URL, or a converted zoo name."),
-    detector: Optional[Path] = typer.Option(None, "--detector", help="YOLOX ONNX person detector (default: YOLOX-Nano, downloaded once)."),
-    boxes: Optional[Path] = typer.Option(None, "--boxes", help="JSON person boxes instead of a detector."),
-    flip: bool = typer.Option(False, "--flip", help="Flip-test ensemble (GluonCV's validation; 2x compute)."),
-    output_dir: Path = typer.Option(Path("edgepose_out"), "--output-dir", "-o", help="Where annotated images go."),
-    json_path: Optional[Path] = typer.Option(None, "--json", help="COCO keypoint results (default OUTPUT_DIR/keypoints.json)."),
-    keypoint_thresh: float = typer.Option(0.2, "--kpt-thresh", help="Draw joints whose score exceeds this."),
-    box_thresh: float = typer.Option(0.5, "--box-thresh", help="Detector score threshold."),
-    draw: bool = typer.Option(True, "--draw/--no-draw", help="Write annotated images."),
-) -> None:
-    """Estimate poses on images; write COCO keypoint results JSON and annotated images."""
-    import cv2
-
-    from edgepose.coco import result_records
-    from edgepose.draw import draw_poses
-    from edgepose.fileio import atomic_write_bytes, resolve_model
-    from edgepose.runtime import Runtime
-
-    if detector is not None and boxes is not None:
-        raise typer.BadParameter("give --detector or --boxes, not both")
-    runtime = Runtime(resolve_model(model))
-    given = _load_boxes(boxes, images) if boxes is not None else None
-    if given is None:
-        from edgepose.detector import YoloxDetector, default_detector_path
-
-        det = YoloxDetector(str(detector) if detector else default_detector_path(), score_thresh=box_thresh)
-    records: List[dict] = []
-    for index, path in enumerate(images):
-        image = _read_image(path)
-        person_boxes = given.get(path.name, []) if given is not None else det.detect(image)
-        result = runtime.estimate(image, person_boxes, flip=flip)
-        records += [dict(r, file_name=path.name) for r in result_records(result, _image_id(path, index))]
-        if draw:
-            ok, buf = cv2.imencode(".jpg", draw_poses(image, result, keypoint_thresh))
-            atomic_write_bytes(output_dir / (path.stem + ".jpg"), buf.tobytes())
-        out.print("%s: %d person%s" % (path, len(result), "" if len(result) == 1 else "s"))
-    json_path = json_path or output_dir / "keypoints.json"
-    atomic_write_bytes(json_path, json.dumps(records).encode())
-    out.print("Wrote %s (%d persons)%s" % (json_path, len(records), " and annotated images in %s" % output_dir if draw else ""))
-
-
-@app.command("eval")
-def evaluate(
-    ann: Path = typer.Option(..., "--ann", help="COCO person_keypoints annotation file."),
-    images: Path = typer.Option(..., "--images", help="Folder holding the annotated images."),
-    model: str = typer.Option(..., "--model", "-m", help="Model file, triton:// URL, or a converted zoo name."),
-    flip: bool = typer.Option(False, "--flip", help="Flip-test ensemble, as GluonCV's 'AP flip' column."),
-    dets: Optional[Path] = typer.Option(None, "--dets", help="COCO detection results to use instead of GT boxes."),
-    json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the keypoint results here."),
-) -> None:
-    """OKS AP/AR on a COCO keypoints set (GT boxes with score 1 as GluonCV reported, or --dets)."""
-    require("pycocotools", "eval")
-    from rich.progress import Progress
-
-    from edgepose.coco import STAT_NAMES, evaluate as coco_evaluate, load_coco, predict_coco
-    from edgepose.fileio import atomic_write_bytes, resolve_model
-    from edgepose.runtime import Runtime
-
-    runtime = Runtime(resolve_model(model))
-    det_list = json.loads(dets.read_text()) if dets is not None else None
-    total = len(load_coco(ann).getImgIds())
-    with Progress(console=err, transient=True) as bar:
-        task = bar.add_task("evaluating", total=total)
-        results = predict_coco(runtime, ann, images, flip=flip, dets=det_list,
-                               progress=lambda: bar.advance(task))
-    if json_path is not None:
-        atomic_write_bytes(json_path, json.dumps(results).encode())
-    stats = coco_evaluate(ann, results)
-    table = Table(title="OKS on %s (%d images, %s boxes%s)" % (ann.name, total, "detector" if dets else "GT",
-                                                                ", flip" if flip else ""), box=box.SIMPLE_HEAD)
-    for name in STAT_NAMES:
-        table.add_column(name, justify="right")
-    table.add_row(*("%.3f" % stats[n] for n in STAT_NAMES))
-    print_table(table)
-    if runtime.meta.random_weights:
-        err.print("note: %s has random weights; these figures only prove the plumbing" % runtime.model)
+app.command()(convert.zoo)
+app.command()(convert.convert)
+app.command()(infer.predict)
+app.command("eval")(infer.evaluate)
 
 
 def main(argv: Optional[List[str]] = None) -> None:

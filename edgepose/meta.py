@@ -6,7 +6,7 @@ the two sides cannot drift apart. Every value is stored JSON-encoded under ``edg
 """
 import json
 from dataclasses import asdict, dataclass, field, fields
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import Dict, List, Mapping, Tuple
 
 from edgepose.errors import ModelFileError
 from edgepose.keypoints import COCO_FLIP_PAIRS, COCO_KEYPOINTS

@@ -29,7 +29,7 @@ HW = Tuple[int, int]
 
 _INTER_BITS = 5  # OpenCV: source coordinates are quantised to 1/32 pixel
 _AB_BITS = 10  # OpenCV: per-row / per-column terms are rounded to 1/1024 pixel
-_COORD_LIMIT = float(1 << 29)  # keeps fixed-point sums inside int32; far outside any image
+_COORD_LIMIT = float(1 << 40)  # bound on fixed-point values (far outside any image): safe int64 casts
 
 
 @dataclass
@@ -177,7 +177,8 @@ def warp_crops(image: np.ndarray, matrices: np.ndarray, out_hw: HW) -> np.ndarra
     """Warp uint8 (h, w, 3) ``image`` by each (N, 2, 3) forward matrix -> uint8 (N, H, W, 3).
 
     Bit-exact with OpenCV 4's ``cv2.warpAffine(image, M, (W, H), flags=cv2.INTER_LINEAR)``
-    (default constant border 0), which is what GluonCV ran.
+    (default constant border 0), which is what GluonCV ran. Like it, images are limited to
+    32767 pixels a side (int16 coordinate maps).
     """
     image = np.ascontiguousarray(image)
     m = np.asarray(matrices, dtype=np.float64).reshape(-1, 2, 3)
