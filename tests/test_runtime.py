@@ -73,9 +73,9 @@ def test_keypoints_stay_near_their_box(model_path, image):
 @pytest.fixture(scope="module")
 def foreign_model(model_path):
     """The same network as a model 'from elsewhere': batch fixed to 1, other tensor names, no metadata."""
-    onnx = pytest.importorskip("onnx")
     path = TEST_MODELS / "foreign_batch1.onnx"
     if not path.exists():
+        onnx = pytest.importorskip("onnx")
         m = onnx.load(model_path)
         del m.metadata_props[:]
         for vi in (m.graph.input[0], m.graph.output[0]):
