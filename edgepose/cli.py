@@ -10,7 +10,7 @@ from typing import List, Optional
 
 import typer
 
-from edgepose.commands import convert, infer
+from edgepose.commands import bench, convert, infer
 from edgepose.commands.common import err
 from edgepose.errors import EdgeposeError
 
@@ -20,6 +20,7 @@ app.command()(convert.zoo)
 app.command()(convert.convert)
 app.command()(infer.predict)
 app.command("eval")(infer.evaluate)
+app.command()(bench.bench)
 
 
 def main(argv: Optional[List[str]] = None) -> None:

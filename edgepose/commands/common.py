@@ -23,4 +23,4 @@ def require(module: str, extra: str) -> ModuleType:
 
 def print_table(table: Table) -> None:
     """Print a table without squeezing it into 80 columns when stdout is not a terminal."""
-    Console(width=max(out.width, 110)).print(table)
+    Console(width=max(out.width, 160)).print(table)
