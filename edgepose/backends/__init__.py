@@ -12,6 +12,7 @@ from edgepose.errors import InputError
 #: backend name -> "module:class"
 BACKENDS = {
     "onnxruntime": "edgepose.backends.onnxruntime:OnnxRuntimeBackend",
+    "tensorrt": "edgepose.backends.tensorrt:TensorRTBackend",
 }
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 

@@ -1,0 +1,426 @@
+"""TensorRT backend: runs a serialized engine (``.engine``/``.plan``) built by edgepose.
+
+Uses TensorRT's named-tensor API (8.5 and later, the only one left in 10 and 11): one execution
+context, one CUDA stream, device buffers and pinned host buffers from :mod:`edgepose.cuda`, which
+grow to the largest batch seen and are then reused.
+
+An engine runs only with the TensorRT version and the GPU model that built it. The build writes a
+JSON sidecar next to the engine (``pose.engine.json``) recording both, the model's edgepose
+metadata and the shapes it was built for; this backend refuses an engine whose sidecar names
+another TensorRT or GPU, and says how to rebuild it. Without a sidecar it warns and tries.
+
+Nothing here imports ``tensorrt`` at module import time.
+"""
+import hashlib
+import json
+import logging
+import re
+import shlex
+import warnings
+from collections import deque
+from pathlib import Path
+from typing import Any, Deque, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from edgepose.backends.base import Backend
+from edgepose.errors import EdgeposeError, InputError, MissingDependencyError, ModelFileError
+
+log = logging.getLogger(__name__)
+PathLike = Union[str, Path]
+
+#: Oldest TensorRT with the named-tensor API (set_input_shape, set_tensor_address, execute_async_v3).
+MIN_TENSORRT = (8, 5)
+#: First TensorRT whose networks edgepose builds strongly typed (precision from the ONNX).
+STRONGLY_TYPED_FROM = 10
+SIDECAR_FORMAT = "edgepose-tensorrt-engine/1"
+REBUILD_COMMAND = "edgepose convert MODEL.onnx --engine"
+INSTALL_HINT = (
+    "On Jetson, TensorRT comes with JetPack (apt package python3-libnvinfer; create the venv with "
+    "--system-site-packages to see it); on a PC with an NVIDIA GPU, `pip install tensorrt` (NVIDIA's "
+    "wheels, from https://pypi.nvidia.com). Without TensorRT, run the .onnx model with the onnxruntime "
+    "backend.")
+
+
+class EngineRunError(EdgeposeError, RuntimeError):
+    """TensorRT accepted the engine but failed to run it."""
+
+
+# ---------------------------------------------------------------- versions and the lazy import
+
+
+def version_tuple(version: Any) -> Tuple[int, ...]:
+    """``"10.3.0.26"`` -> (10, 3, 0, 26); stops at the first part that is not a number."""
+    parts: List[int] = []
+    for piece in str(version).strip().split("."):
+        m = re.match(r"\d+", piece)
+        if not m:
+            break
+        parts.append(int(m.group(0)))
+        if m.group(0) != piece:
+            break
+    return tuple(parts)
+
+
+def import_tensorrt() -> Any:
+    """``import tensorrt``, or a :class:`MissingDependencyError` saying how to install it (>= 8.5)."""
+    try:
+        import tensorrt as trt
+    except (ImportError, OSError) as e:  # OSError: the wheel is there but libnvinfer is not
+        raise MissingDependencyError(
+            "the TensorRT backend and engine builds need NVIDIA TensorRT >= %d.%d and its Python "
+            "package `tensorrt` cannot be imported (%s). %s" % (MIN_TENSORRT + (e, INSTALL_HINT))) from e
+    version = getattr(trt, "__version__", "0")
+    if version_tuple(version)[:2] < MIN_TENSORRT:
+        raise MissingDependencyError(
+            "TensorRT %s is too old: edgepose needs TensorRT >= %d.%d (the named-tensor API); "
+            "JetPack 5.1 ships 8.5, JetPack 6 ships 8.6 or 10.3. %s" % ((version,) + MIN_TENSORRT + (INSTALL_HINT,)))
+    return trt
+
+
+def tensorrt_available() -> bool:
+    """Whether a usable TensorRT (>= 8.5) can be imported here."""
+    try:
+        import_tensorrt()
+    except MissingDependencyError:
+        return False
+    return True
+
+
+_LOGGER: Any = None
+
+
+def trt_logger(trt: Any, verbose: bool = False) -> Any:
+    """The process's one TensorRT logger: forwards to :mod:`logging` and keeps the last errors.
+
+    TensorRT wants a single logger per process; builder and runtime share this one.
+    """
+    global _LOGGER
+    if _LOGGER is None or not isinstance(_LOGGER, trt.ILogger):
+        class EdgeposeTrtLogger(trt.ILogger):  # type: ignore[misc,name-defined]
+            def __init__(self) -> None:
+                trt.ILogger.__init__(self)
+                self.verbose = False
+                self.errors: Deque[str] = deque(maxlen=20)
+
+            def log(self, severity: Any, msg: str) -> None:
+                level = int(severity)  # INTERNAL_ERROR 0, ERROR 1, WARNING 2, INFO 3, VERBOSE 4
+                if level <= 1:
+                    self.errors.append(str(msg))
+                    log.error("TensorRT: %s", msg)
+                elif level == 2:
+                    log.warning("TensorRT: %s", msg)
+                elif level == 3:
+                    log.info("TensorRT: %s", msg)
+                elif self.verbose:
+                    log.debug("TensorRT: %s", msg)
+
+        _LOGGER = EdgeposeTrtLogger()
+    _LOGGER.verbose = bool(verbose)
+    return _LOGGER
+
+
+# ---------------------------------------------------------------- sidecar and compatibility
+
+
+def sidecar_path(engine_path: PathLike) -> Path:
+    """``pose.engine`` -> ``pose.engine.json``."""
+    return Path(str(engine_path) + ".json")
+
+
+def read_sidecar(engine_path: PathLike) -> Optional[Dict[str, Any]]:
+    """The engine's sidecar as a dict, ``None`` when there is none; a broken one is an error."""
+    path = sidecar_path(engine_path)
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ModelFileError("engine sidecar %s cannot be read (%s); delete it and rebuild the engine with "
+                             "`%s`" % (path, e, REBUILD_COMMAND)) from e
+    if not isinstance(data, dict) or data.get("format") != SIDECAR_FORMAT:
+        raise ModelFileError("%s is not an edgepose engine sidecar (expected format %r); delete it and "
+                             "rebuild the engine with `%s`" % (path, SIDECAR_FORMAT, REBUILD_COMMAND))
+    return data
+
+
+def _same_tensorrt(built: str, here: str) -> bool:
+    # Engines are tied to the exact TensorRT release; major.minor.patch identify it (the fourth
+    # part is the build number of the same release).
+    return version_tuple(built)[:3] == version_tuple(here)[:3]
+
+
+def _norm_name(name: Any) -> str:
+    return " ".join(str(name).split()).lower()
+
+
+def check_engine_compatible(sidecar: Mapping[str, Any], trt_version: str, gpu_name: str,
+                            compute_capability: Union[str, Sequence[int]],
+                            engine_path: Optional[PathLike] = None) -> None:
+    """Raise :class:`ModelFileError` when the engine described by ``sidecar`` cannot run here.
+
+    It cannot when it was built by another TensorRT release (major.minor.patch) or for another
+    GPU (compute capability or model name). Fields the build could not record ("unknown") are
+    not compared. The message says what differs and how to rebuild.
+    """
+    if not isinstance(compute_capability, str):
+        compute_capability = "%d.%d" % tuple(compute_capability)[:2]
+    built_trt = str(sidecar.get("tensorrt_version") or "unknown")
+    built_gpu = str(sidecar.get("gpu_name") or "unknown")
+    built_cc = str(sidecar.get("compute_capability") or "unknown")
+    problems = []
+    if built_trt != "unknown" and not _same_tensorrt(built_trt, trt_version):
+        problems.append("TensorRT %s (this machine has %s)" % (built_trt, trt_version))
+    if built_cc != "unknown" and built_cc != str(compute_capability):
+        problems.append("a GPU of compute capability %s (this one, %s, is %s)" % (
+            built_cc, gpu_name, compute_capability))
+    elif built_gpu != "unknown" and _norm_name(built_gpu) != _norm_name(gpu_name):
+        problems.append("a GPU named %s (this one is %s)" % (built_gpu, gpu_name))
+    if problems:
+        what = "engine %s" % engine_path if engine_path else "this engine"
+        raise ModelFileError(
+            "%s was built with %s. TensorRT engines run only with the TensorRT release and the GPU model "
+            "that built them: rebuild it on this machine from its ONNX model. %s"
+            % (what, " and ".join(problems), rebuild_hint(sidecar, trt_version, engine_path)))
+
+
+def rebuild_hint(sidecar: Optional[Mapping[str, Any]] = None, trt_version: Optional[str] = None,
+                 engine_path: Optional[PathLike] = None) -> str:
+    """How to rebuild an engine: the edgepose command and, where the sidecar allows, trtexec's."""
+    side = dict(sidecar or {})
+    onnx = side.get("onnx") or "MODEL.onnx"
+    text = "Run `%s`" % REBUILD_COMMAND.replace("MODEL.onnx", shlex.quote(str(onnx)))
+    shape = side.get("input_shape")
+    if side.get("input_name") and isinstance(shape, list) and len(shape) == 4 and all(shape[1:]):
+        cmd = format_trtexec_command(
+            onnx, engine_path or side.get("engine") or "MODEL.engine", side["input_name"],
+            shape[1:], int(side.get("min_batch") or 1), int(side.get("opt_batch") or 1),
+            int(side.get("max_batch") or 1), workspace_mb=int(side.get("workspace_mb") or 1024),
+            precision=str(side.get("precision") or "fp32"),
+            trt_version=trt_version or str(side.get("tensorrt_version") or "10"),
+            dla_core=side.get("dla_core"), gpu_fallback=bool(side.get("gpu_fallback", True)),
+            dynamic_batch=shape[0] is None)
+        text += " or `%s`" % cmd
+    return text + "."
+
+
+def format_trtexec_command(onnx_path: PathLike, engine_path: PathLike, input_name: str,
+                           input_chw: Sequence[int], min_batch: int, opt_batch: int, max_batch: int, *,
+                           workspace_mb: int = 1024, precision: str = "fp32", trt_version: Any = "10",
+                           dla_core: Optional[int] = None, gpu_fallback: bool = True,
+                           timing_cache: Optional[PathLike] = None, dynamic_batch: bool = True) -> str:
+    """The trtexec command line that builds what :func:`build_engine` builds, for TensorRT ``trt_version``.
+
+    TensorRT 10: ``--stronglyTyped`` (precision comes from the ONNX); 11 and later are always strongly
+    typed (no flag); 8.x: ``--fp16``/``--int8`` builder flags.
+    """
+    major = (version_tuple(trt_version) or (STRONGLY_TYPED_FROM,))[0]
+    dims = "x".join(str(int(d)) for d in input_chw)
+    args = ["trtexec", "--onnx=%s" % onnx_path, "--saveEngine=%s" % engine_path]
+    if dynamic_batch:
+        for flag, batch in (("minShapes", min_batch), ("optShapes", opt_batch), ("maxShapes", max_batch)):
+            args.append("--%s=%s:%dx%s" % (flag, input_name, int(batch), dims))
+    args.append("--memPoolSize=workspace:%d" % int(workspace_mb))
+    if major == STRONGLY_TYPED_FROM:
+        args.append("--stronglyTyped")
+    elif major > STRONGLY_TYPED_FROM:
+        pass  # TensorRT 11 removed weak typing: every network is strongly typed
+    elif precision == "fp16":
+        args.append("--fp16")
+    elif precision == "int8":
+        args.append("--int8")
+    if timing_cache is not None:
+        args.append("--timingCacheFile=%s" % timing_cache)
+    if dla_core is not None:
+        args.append("--useDLACore=%d" % int(dla_core))
+        if gpu_fallback:
+            args.append("--allowGPUFallback")
+    return " ".join(shlex.quote(a) for a in args)
+
+
+# ---------------------------------------------------------------- the backend
+
+
+def _dims(shape: Any) -> Tuple[int, ...]:
+    return tuple(int(d) for d in shape)
+
+
+def _profile_batches(engine: Any, name: str, shape: Tuple[int, ...]) -> Tuple[int, int]:
+    """(min, max) batch the engine accepts for input ``name``."""
+    if shape[0] >= 0:
+        return shape[0], shape[0]
+    lo, _, hi = engine.get_tensor_profile_shape(name, 0)
+    return int(_dims(lo)[0]), int(_dims(hi)[0])
+
+
+class TensorRTBackend(Backend):
+    """Runs a TensorRT engine with one (N, 3, H, W) input and (N, K, h, w) heatmap output(s).
+
+    ``device`` is the CUDA device index. One instance is not thread-safe (one context, one stream).
+    """
+
+    name = "tensorrt"
+
+    def __init__(self, engine_path: PathLike, device: int = 0) -> None:
+        super().__init__()
+        self._cuda: Any = None
+        self._stream = 0
+        self._device_buffers: Dict[str, Any] = {}
+        self._host_in: Any = None
+        self._host_out: Any = None
+        self.context: Any = None
+        self.engine: Any = None
+        self._runtime: Any = None
+
+        trt = import_tensorrt()
+        from edgepose.cuda import DeviceBuffer, PinnedBuffer, get_cuda
+
+        self.path = Path(engine_path)
+        if not self.path.is_file():
+            raise ModelFileError("engine file %s does not exist; build one from the ONNX model with `%s`"
+                                 % (self.path, REBUILD_COMMAND))
+        data = self.path.read_bytes()
+        if not data:
+            raise ModelFileError("engine file %s is empty; rebuild it with `%s`" % (self.path, REBUILD_COMMAND))
+        self.sidecar = read_sidecar(self.path)
+        if self.sidecar is None:
+            warnings.warn(
+                "engine %s has no sidecar %s, so edgepose cannot check that it was built for this TensorRT "
+                "and GPU and has no model metadata (input size, keypoints, decoder) from it; trying anyway. "
+                "Build engines with `%s` to get one." % (self.path, sidecar_path(self.path).name, REBUILD_COMMAND),
+                RuntimeWarning, stacklevel=2)
+        else:
+            digest = self.sidecar.get("engine_sha256")
+            if digest and digest != hashlib.sha256(data).hexdigest():
+                raise ModelFileError(
+                    "sidecar %s describes another engine than %s (SHA-256 differs): the engine was replaced "
+                    "or the sidecar is stale. Rebuild with `%s`." % (sidecar_path(self.path), self.path,
+                                                                    REBUILD_COMMAND))
+
+        self.device = int(device)
+        self._cuda = cuda = get_cuda()
+        cuda.set_device(self.device)
+        gpu = cuda.device_info(self.device)
+        self.gpu = gpu
+        if self.sidecar is not None:
+            check_engine_compatible(self.sidecar, trt.__version__, gpu.name, gpu.compute_capability, self.path)
+
+        try:
+            self._load(trt, data)
+            self._stream = cuda.stream_create()
+            self._host_in = PinnedBuffer(cuda=cuda)
+            self._host_out = PinnedBuffer(cuda=cuda)
+            for name in [self.input_name] + self.output_names:
+                self._device_buffers[name] = DeviceBuffer(cuda=cuda)
+        except BaseException:
+            self.close()
+            raise
+
+    def _load(self, trt: Any, data: bytes) -> None:
+        logger = trt_logger(trt)
+        logger.errors.clear()
+        self._runtime = trt.Runtime(logger)
+        dla_core = (self.sidecar or {}).get("dla_core")
+        if dla_core is not None:
+            self._runtime.DLA_core = int(dla_core)
+        try:
+            engine = self._runtime.deserialize_cuda_engine(data)
+        except Exception as e:  # some releases raise instead of returning None
+            engine = None
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        else:
+            reason = ""
+        if engine is None:
+            errors = "; ".join(list(logger.errors)[-3:])
+            raise ModelFileError(
+                "TensorRT %s cannot load engine %s%s. The file is truncated, not an engine, or was built by "
+                "another TensorRT version or for another GPU. %s" % (
+                    trt.__version__, self.path, ": " + (reason or errors) if (reason or errors) else "",
+                    rebuild_hint(self.sidecar, trt.__version__, self.path)))
+        self.engine = engine
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        shapes = {n: _dims(engine.get_tensor_shape(n)) for n in names}
+        heatmaps = [n for n in outputs if len(shapes[n]) == 4]
+        if len(inputs) != 1 or len(shapes[inputs[0]]) != 4 or not heatmaps:
+            raise ModelFileError(
+                "%s is not a top-down heatmap engine: expected one (N, 3, H, W) input and a (N, K, h, w) "
+                "output, found inputs %s and outputs %s" % (
+                    self.path, [(n, shapes[n]) for n in inputs], [(n, shapes[n]) for n in outputs]))
+        self.input_name = inputs[0]
+        self.output_name = heatmaps[0]
+        self.output_names = outputs  # every output needs an address, even those not returned
+        self.dtypes = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in names}
+        if self.dtypes[self.input_name] not in (np.dtype(np.float32), np.dtype(np.float16)):
+            raise ModelFileError("engine %s takes %s input; edgepose feeds float32 or float16"
+                                 % (self.path, self.dtypes[self.input_name]))
+        in_shape = shapes[self.input_name]
+        self.input_shape = tuple(d if d >= 0 else None for d in in_shape)
+        self.min_batch, self.max_batch = _profile_batches(engine, self.input_name, in_shape)
+        self.metadata = {str(k): str(v) for k, v in ((self.sidecar or {}).get("metadata") or {}).items()}
+        self.context = engine.create_execution_context()
+        if self.context is None:
+            raise EngineRunError("TensorRT could not create an execution context for %s (out of GPU memory?)"
+                                 % self.path)
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        cuda, ctx, stream = self._cuda, self.context, self._stream
+        cuda.set_device(self.device)
+        n = batch.shape[0]
+        run_n = max(n, self.min_batch)  # a profile minimum above 1: pad with zeros
+        shape = (run_n,) + tuple(batch.shape[1:])
+        if not ctx.set_input_shape(self.input_name, shape):
+            raise InputError("engine %s does not accept input shape %s (it was built for %s, batch %d to %d)"
+                             % (self.path, shape, self.input_shape, self.min_batch, self.max_batch))
+        host_in = self._host_in.array(shape, self.dtypes[self.input_name])
+        host_in[:n] = batch
+        if run_n > n:
+            host_in[n:] = 0
+        dev_in = self._device_buffers[self.input_name]
+        dev_in.copy_from_host(host_in, stream)
+        ctx.set_tensor_address(self.input_name, dev_in.ptr)
+        out_shape: Tuple[int, ...] = ()
+        for name in self.output_names:
+            dims = _dims(ctx.get_tensor_shape(name))
+            if any(d < 0 for d in dims):
+                raise EngineRunError("engine %s left output %s with unknown shape %s" % (self.path, name, dims))
+            nbytes = int(np.prod(dims, dtype=np.int64)) * self.dtypes[name].itemsize
+            buf = self._device_buffers[name]
+            buf.resize(max(nbytes, 1))
+            ctx.set_tensor_address(name, buf.ptr)
+            if name == self.output_name:
+                out_shape = dims
+        if not ctx.execute_async_v3(stream):
+            raise EngineRunError("TensorRT failed to run engine %s on a batch of %s; see the TensorRT log above"
+                                 % (self.path, shape))
+        host_out = self._host_out.array(out_shape, self.dtypes[self.output_name])
+        self._device_buffers[self.output_name].copy_to_host(host_out, stream)
+        cuda.stream_synchronize(stream)
+        return np.array(host_out[:n], dtype=np.float32)  # a copy: the pinned buffer is reused
+
+    def _close(self) -> None:
+        cuda = self._cuda
+        for buf in list(self._device_buffers.values()) + [self._host_in, self._host_out]:
+            if buf is not None:
+                buf.free()
+        self._device_buffers = {}
+        self._host_in = self._host_out = None
+        # TensorRT objects go before the stream, and the context before its engine.
+        self.context = None
+        self.engine = None
+        self._runtime = None
+        stream, self._stream = self._stream, 0
+        if stream and cuda is not None:
+            cuda.stream_destroy(stream)
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown or a dead CUDA context
+            pass
+
+
+__all__ = ["TensorRTBackend", "EngineRunError", "check_engine_compatible", "format_trtexec_command",
+           "import_tensorrt", "read_sidecar", "rebuild_hint", "sidecar_path", "tensorrt_available",
+           "trt_logger", "version_tuple"]

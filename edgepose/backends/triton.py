@@ -1,0 +1,185 @@
+"""Triton backend: the model runs on a Triton Inference Server; pre/post-processing stay here.
+
+``Runtime("triton://HOST:PORT/NAME")`` sends batches of normalised crops to model NAME on the
+server at HOST (PORT: its HTTP port) and gets heatmaps back, over HTTP or gRPC through
+``tritonclient``. The backend configures itself from the server: batch limit, tensor names
+and dims from the model configuration, and the model's edgepose metadata from the
+configuration's ``edgepose.*`` parameters (written by ``edgepose export-triton`` and
+``edgepose serve``).
+
+tritonclient's HTTP client works only in the thread that made it, so each thread using the
+backend gets its own client; one Runtime can be shared by threads.
+"""
+import threading
+from types import ModuleType
+from typing import Any, Dict, List, Optional, Tuple
+from urllib.parse import urlsplit
+
+import numpy as np
+
+from edgepose.backends.base import Backend
+from edgepose.errors import EdgeposeError, InputError, MissingDependencyError, ModelFileError
+from edgepose.meta import PREFIX
+
+PROTOCOLS = ("http", "grpc")
+#: Triton data types the backend accepts for the crops and heatmaps.
+FLOAT_TYPES = {"FP32": np.float32, "FP16": np.float16}
+
+
+class TritonServerError(EdgeposeError, ConnectionError):
+    """The Triton server cannot be reached, or it failed a request."""
+
+
+def parse_url(url: str) -> Tuple[str, int, str]:
+    """``triton://HOST:PORT/NAME`` -> (host, port, name)."""
+    parts = urlsplit(url)
+    name = parts.path.strip("/")
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if parts.scheme != "triton" or not parts.hostname or port is None or not name or "/" in name:
+        raise InputError("%r is not a Triton model URL; expected triton://HOST:PORT/NAME with PORT the "
+                         "server's HTTP port, e.g. triton://127.0.0.1:8000/simple_pose_resnet18_v1b" % url)
+    return parts.hostname, port, name
+
+
+def _client_module(protocol: str) -> ModuleType:
+    try:
+        if protocol == "grpc":
+            import tritonclient.grpc as module
+        else:
+            import tritonclient.http as module
+    except ImportError as e:
+        raise MissingDependencyError(
+            "the triton backend needs tritonclient with %s support (%s): pip install 'tritonclient[%s]' "
+            "(or 'edgepose[triton]')" % (protocol, e, protocol)) from e
+    return module
+
+
+class TritonBackend(Backend):
+    """A model served by Triton; ``protocol`` is ``http`` or ``grpc`` (the gRPC port is
+    ``grpc_port``, by default PORT + 1 as ``edgepose serve`` and Triton's defaults have it);
+    ``timeout`` bounds connecting and each request, in seconds."""
+
+    name = "triton"
+
+    def __init__(self, url: str, protocol: str = "http", timeout: float = 60.0,
+                 grpc_port: Optional[int] = None) -> None:
+        super().__init__()
+        if protocol not in PROTOCOLS:
+            raise InputError("protocol must be 'http' or 'grpc', got %r" % protocol)
+        host, port, self.model_name = parse_url(url)
+        self.url, self.protocol, self.timeout = url, protocol, float(timeout)
+        self.address = "%s:%d" % (host, (grpc_port or port + 1) if protocol == "grpc" else port)
+        self._module = _client_module(protocol)
+        self._local = threading.local()
+        self._clients: List[Any] = []
+        self._lock = threading.Lock()
+        try:
+            self._configure(self._read_config())
+        except Exception:
+            self._close()
+            raise
+
+    # ------------------------------------------------------------ server access
+
+    def _client(self) -> Any:
+        client = getattr(self._local, "client", None)
+        if client is None:
+            if self.protocol == "grpc":
+                client = self._module.InferenceServerClient(self.address)
+            else:
+                client = self._module.InferenceServerClient(
+                    self.address, connection_timeout=self.timeout, network_timeout=self.timeout)
+            self._local.client = client
+            with self._lock:
+                self._clients.append(client)
+        return client
+
+    def _where(self) -> str:
+        return "Triton server %s://%s" % (self.protocol, self.address)
+
+    def _read_config(self) -> Dict[str, Any]:
+        client = self._client()
+        exception = self._module.InferenceServerException
+        extra = {"client_timeout": self.timeout} if self.protocol == "grpc" else {}
+        try:
+            live = client.is_server_live(**extra)
+        except Exception as e:  # connection refused, DNS, timeouts: each library raises its own
+            raise TritonServerError(
+                "cannot reach the %s (%s). Check that it runs and that HOST:PORT in %s is its %s port "
+                "(start one with `edgepose serve MODEL --port PORT`)"
+                % (self._where(), str(e).strip() or type(e).__name__, self.url, self.protocol.upper())) from e
+        if not live:
+            raise TritonServerError("the %s answers but is not live; see its log" % self._where())
+        as_json = {"as_json": True} if self.protocol == "grpc" else {}
+        try:
+            ready = client.is_model_ready(self.model_name, **extra)
+            raw = client.get_model_config(self.model_name, **as_json, **extra)
+        except exception as e:
+            if "unknown model" in str(e).lower() or "not found" in str(e).lower():
+                raise ModelFileError("the %s has no model %r (%s); check NAME in %s"
+                                     % (self._where(), self.model_name, e.message(), self.url)) from e
+            raise TritonServerError("the %s failed to describe model %r: %s"
+                                    % (self._where(), self.model_name, e.message())) from e
+        if not ready:
+            raise TritonServerError("model %r on the %s is not ready (still loading, or it failed to load; "
+                                    "see the server log)" % (self.model_name, self._where()))
+        return raw.get("config", raw) if self.protocol == "grpc" else raw
+
+    def _configure(self, config: Dict[str, Any]) -> None:
+        max_batch = int(config.get("max_batch_size") or 0)
+        batch_dims = 1 if max_batch > 0 else 0  # with max_batch_size > 0, dims leave out the batch
+        inputs = config.get("input") or []
+        outputs = [o for o in config.get("output") or [] if len(o.get("dims") or ()) + batch_dims == 4]
+        if len(inputs) != 1 or len(inputs[0].get("dims") or ()) + batch_dims != 4 or not outputs:
+            raise ModelFileError(
+                "model %r on the %s is not a top-down heatmap model: expected one (N, 3, H, W) input and a "
+                "(N, K, h, w) output, its configuration has inputs %s and outputs %s" % (
+                    self.model_name, self._where(), [(i.get("name"), i.get("dims")) for i in inputs],
+                    [(o.get("name"), o.get("dims")) for o in config.get("output") or []]))
+        self.input_name, self.output_name = str(inputs[0]["name"]), str(outputs[0]["name"])
+        self.datatype = str(inputs[0].get("data_type", "TYPE_FP32")).replace("TYPE_", "", 1)
+        if self.datatype not in FLOAT_TYPES:
+            raise ModelFileError("model %r takes %s crops; edgepose sends FP32 or FP16"
+                                 % (self.model_name, self.datatype))
+        dims = tuple(int(d) for d in inputs[0]["dims"])
+        shape = ((-1,) if batch_dims else ()) + dims
+        self.input_shape = tuple(d if d > 0 else None for d in shape)
+        self.max_batch = max_batch if max_batch > 0 else self.input_shape[0]
+        self.metadata = {str(k): str((v or {}).get("string_value", "")) for k, v in
+                         (config.get("parameters") or {}).items() if str(k).startswith(PREFIX)}
+
+    # ------------------------------------------------------------ the contract
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        module = self._module
+        data = batch.astype(FLOAT_TYPES[self.datatype], copy=False)
+        tensor = module.InferInput(self.input_name, list(data.shape), self.datatype)
+        if self.protocol == "grpc":
+            tensor.set_data_from_numpy(data)
+            wanted = module.InferRequestedOutput(self.output_name)
+            extra: Dict[str, Any] = {"client_timeout": self.timeout}
+        else:
+            tensor.set_data_from_numpy(data, binary_data=True)
+            wanted = module.InferRequestedOutput(self.output_name, binary_data=True)
+            extra = {}
+        try:
+            result = self._client().infer(self.model_name, [tensor], outputs=[wanted], **extra)
+        except module.InferenceServerException as e:
+            raise TritonServerError("the %s failed a request to model %r: %s"
+                                    % (self._where(), self.model_name, e.message())) from e
+        except Exception as e:  # the connection broke
+            raise TritonServerError("lost the %s during a request to model %r: %s"
+                                    % (self._where(), self.model_name, str(e) or type(e).__name__)) from e
+        return np.asarray(result.as_numpy(self.output_name), dtype=np.float32)
+
+    def _close(self) -> None:
+        with self._lock:
+            clients, self._clients = self._clients, []
+        for client in clients:
+            try:
+                client.close()
+            except Exception:  # an HTTP client closed from another thread than its own may complain
+                pass

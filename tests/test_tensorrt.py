@@ -1,0 +1,966 @@
+"""TensorRT engine build, the TensorRT backend and the CUDA layer.
+
+Most of this runs anywhere: the trtexec command lines, the precision decisions, the sidecar and its
+compatibility check, atomic writes, import hygiene and the missing-dependency errors. The build and
+the backend's run loop are also driven through a fake ``tensorrt`` module that follows TensorRT's
+Python API (8.5/10/11 variants) over a fake CUDA whose "device" memory is host memory, so the data
+path is checked byte for byte. Tests that need the real TensorRT and a GPU skip with the reason.
+"""
+import ctypes
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import types
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+import pytest
+
+import edgepose.backends.tensorrt as trt_backend
+import edgepose.cuda as ecuda
+from edgepose.backends.tensorrt import (
+    SIDECAR_FORMAT, TensorRTBackend, check_engine_compatible, format_trtexec_command, import_tensorrt,
+    read_sidecar, rebuild_hint, sidecar_path, version_tuple,
+)
+from edgepose.converters import tensorrt_build as tb
+from edgepose.cuda import CtypesCuda, Cuda, CudaError, DeviceBuffer, DeviceInfo, PinnedBuffer, Stream
+from edgepose.errors import EdgeposeError, InputError, MissingDependencyError, ModelFileError
+from edgepose.meta import ModelMeta
+
+H, W, K = 8, 6, 2
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------- a tiny real ONNX model
+
+
+def need_onnx():
+    """The onnx package (the runtime-only test venv has none: those tests skip there)."""
+    return pytest.importorskip("onnx", reason="onnx is not installed (it is needed to make test models)")
+
+
+def tiny_onnx(path: Path, precision: str = "fp32", qdq: bool = False, batch: object = "batch",
+              metadata: bool = True) -> Path:
+    """One 1x1 Conv, stride 2: (N, 3, 8, 6) -> (N, 2, 4, 3), with edgepose metadata."""
+    onnx = need_onnx()
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weight = numpy_helper.from_array(rng.standard_normal((K, 3, 1, 1)).astype(np.float32), "w")
+    bias = numpy_helper.from_array(np.array([0.5, -0.5], np.float32), "b")
+    nodes = []
+    x = "input"
+    inits = [weight, bias]
+    if qdq:
+        inits += [numpy_helper.from_array(np.array(0.02, np.float32), "scale"),
+                  numpy_helper.from_array(np.array(0, np.int8), "zero")]
+        nodes += [helper.make_node("QuantizeLinear", ["input", "scale", "zero"], ["xq"], name="quant_in"),
+                  helper.make_node("DequantizeLinear", ["xq", "scale", "zero"], ["xdq"], name="dequant_in")]
+        x = "xdq"
+    nodes.append(helper.make_node("Conv", [x, "w", "b"], ["heatmaps"], strides=[2, 2], name="head_conv"))
+    graph = helper.make_graph(
+        nodes, "tiny", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 3, H, W])],
+        [helper.make_tensor_value_info("heatmaps", TensorProto.FLOAT, [batch, K, H // 2, W // 2])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="edgepose-test")
+    model.ir_version = 8
+    if metadata:
+        meta = ModelMeta(name="tiny", input_size=(H, W), keypoints=["a", "b"], flip_pairs=[], heatmap_stride=2,
+                         precision=precision)
+        helper.set_model_props(model, meta.to_props())
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture
+def model(tmp_path: Path) -> Path:
+    return tiny_onnx(tmp_path / "tiny.onnx")
+
+
+# ---------------------------------------------------------------- imports and missing dependencies
+
+
+def test_modules_import_without_tensorrt_or_cuda():
+    """Importing the three modules loads neither tensorrt nor libcudart, and floor 1 stays off onnx."""
+    code = textwrap.dedent("""
+        import sys
+        import edgepose.cuda, edgepose.backends.tensorrt
+        assert "onnx" not in sys.modules, "floor-1 modules imported onnx"
+        import edgepose.converters.tensorrt_build
+        assert "tensorrt" not in sys.modules, "tensorrt was imported at module import time"
+        assert edgepose.cuda._default is None, "the CUDA runtime was touched at import time"
+        print("ok")
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(REPO))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+def test_backend_without_tensorrt_raises_missing_dependency(monkeypatch, tmp_path: Path):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # makes `import tensorrt` fail
+    engine = tmp_path / "pose.engine"
+    engine.write_bytes(b"not used")
+    with pytest.raises(MissingDependencyError) as info:
+        TensorRTBackend(str(engine))
+    text = str(info.value)
+    assert "tensorrt" in text and "JetPack" in text and "pip install tensorrt" in text
+    assert "onnxruntime" in text  # the way out without TensorRT
+    assert not tb.tensorrt_available()
+    with pytest.raises(MissingDependencyError):
+        tb.build_engine(tmp_path / "x.onnx", tmp_path / "x.engine")
+
+
+def test_tensorrt_older_than_8_5_is_refused(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(__version__="8.4.3.1"))
+    with pytest.raises(MissingDependencyError, match=r"8\.4\.3\.1 is too old.*>= 8\.5"):
+        import_tensorrt()
+
+
+def test_version_tuple():
+    assert version_tuple("10.3.0.26") == (10, 3, 0, 26)
+    assert version_tuple("8.5.2.2") == (8, 5, 2, 2)
+    assert version_tuple("11.0.0b1") == (11, 0, 0)
+    assert version_tuple("") == ()
+
+
+def test_missing_libcudart_is_a_missing_dependency(tmp_path: Path):
+    cuda = CtypesCuda(candidates=[str(tmp_path / "libcudart.so.12"), "libcudart-edgepose-absent.so"])
+    # constructing loads nothing; the first call does
+    with pytest.raises(MissingDependencyError) as info:
+        cuda.device_count()
+    assert "libcudart" in str(info.value) and "EDGEPOSE_CUDART" in str(info.value)
+    assert isinstance(info.value, ImportError)
+
+
+def test_library_override_is_tried_first(monkeypatch):
+    monkeypatch.setenv("EDGEPOSE_CUDART", "/opt/custom/libcudart.so.12")
+    candidates = ecuda._library_candidates()
+    assert candidates[0] == "/opt/custom/libcudart.so.12"
+    assert len(candidates) == len(set(candidates))
+    if sys.platform != "win32":
+        assert "libcudart.so.12" in candidates and "libcudart.so.11.0" in candidates
+
+
+def test_real_libcudart_errors_name_the_call():
+    """With a real libcudart (here: CUDA without a driver or GPU), failures name the call and CUDA's text."""
+    cuda = CtypesCuda()
+    try:
+        cuda.runtime_version()  # loads the library; needs no driver
+    except MissingDependencyError:
+        pytest.skip("no CUDA runtime library on this machine")
+    assert cuda.runtime_version()[0] >= 10
+    try:
+        count = cuda.device_count()
+    except CudaError as e:
+        assert e.call == "cudaGetDeviceCount" and e.status != 0
+        assert str(e).startswith("CUDA call cudaGetDeviceCount failed with error %d: " % e.status)
+        assert cuda.error_string(e.status) in str(e)
+    else:
+        assert count >= 0
+
+
+# ---------------------------------------------------------------- the CUDA layer over a fake libcudart
+
+FAKE_CUDART = r"""
+#include <stdlib.h>
+#include <string.h>
+static int live = 0;
+static char stream_token;
+int cudaMalloc(void **p, size_t n) { *p = malloc(n); if (!*p) return 2; live++; return 0; }
+int cudaFree(void *p) { free(p); live--; return 0; }
+int cudaMallocHost(void **p, size_t n) { *p = malloc(n); if (!*p) return 2; live++; return 0; }
+int cudaFreeHost(void *p) { free(p); live--; return 0; }
+int cudaMemcpyAsync(void *d, const void *s, size_t n, int kind, void *stream) {
+    if (kind != 1 && kind != 2) return 21;
+    if (stream != &stream_token) return 400;
+    memcpy(d, s, n); return 0;
+}
+int cudaStreamCreate(void **s) { *s = &stream_token; live++; return 0; }
+int cudaStreamSynchronize(void *s) { return s == &stream_token ? 0 : 400; }
+int cudaStreamDestroy(void *s) { if (s != &stream_token) return 400; live--; return 0; }
+int cudaSetDevice(int d) { return d == 0 ? 0 : 101; }
+int cudaGetDeviceCount(int *n) { *n = 1; return 0; }
+int cudaDeviceGetAttribute(int *v, int attr, int dev) {
+    if (dev != 0) return 101;
+    if (attr == 75) *v = 8; else if (attr == 76) *v = 7; else return 1;
+    return 0;
+}
+int cudaRuntimeGetVersion(int *v) { *v = 12020; return 0; }
+int cudaGetDeviceProperties(void *prop, int dev) {
+    if (dev != 0) return 101;
+    memset(prop, 0, 1008); strcpy((char *)prop, "Fake Orin"); return 0;
+}
+const char *cudaGetErrorString(int e) { return e == 101 ? "invalid device ordinal" : "fake error"; }
+const char *cudaGetErrorName(int e) { return e == 101 ? "cudaErrorInvalidDevice" : "cudaErrorFake"; }
+int fake_live(void) { return live; }
+"""
+
+
+@pytest.fixture(scope="module")
+def fake_cudart(tmp_path_factory) -> str:
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None or sys.platform == "win32":
+        pytest.skip("no C compiler to build the fake libcudart")
+    folder = tmp_path_factory.mktemp("cudart")
+    (folder / "fake.c").write_text(FAKE_CUDART)
+    lib = folder / "libcudart_fake.so"
+    subprocess.run([compiler, "-shared", "-fPIC", "-o", str(lib), str(folder / "fake.c")], check=True)
+    return str(lib)
+
+
+def test_ctypes_cuda_over_fake_library(fake_cudart: str):
+    cuda = CtypesCuda(library=fake_cudart)
+    live = ctypes.CDLL(fake_cudart).fake_live
+    assert cuda.device_count() == 1
+    assert cuda.runtime_version() == (12, 2)
+    assert cuda.device_info(0) == DeviceInfo(0, "Fake Orin", "8.7")
+    with pytest.raises(CudaError) as info:
+        cuda.set_device(1)
+    assert "cudaSetDevice(1)" in str(info.value) and "invalid device ordinal" in str(info.value)
+    assert "cudaErrorInvalidDevice" in str(info.value) and "CUDA_VISIBLE_DEVICES" in str(info.value)
+    assert info.value.status == 101
+
+    base = live()
+    with Stream(cuda) as stream, PinnedBuffer(cuda=cuda) as host, DeviceBuffer(cuda=cuda) as dev:
+        src = host.array((2, 3), np.float32)
+        src[:] = np.arange(6, dtype=np.float32).reshape(2, 3)
+        dev.copy_from_host(src, stream.handle)
+        assert dev.capacity == 24
+        ptr = dev.ptr
+        dev.resize(8)  # big enough: reused
+        assert dev.ptr == ptr and dev.capacity == 24
+        out = np.zeros((2, 3), np.float32)
+        dev.copy_to_host(out, stream.handle)
+        stream.synchronize()
+        np.testing.assert_array_equal(out, src)
+        with pytest.raises(ValueError):
+            dev.copy_to_host(np.zeros(100, np.float32), stream.handle)
+        with pytest.raises(CudaError, match="cudaMemcpyAsync"):
+            cuda.memcpy_htod_async(dev.ptr, out.ctypes.data, 4, 0)  # the fake wants its stream
+        dev.resize(64)  # grows: a new allocation
+        assert dev.capacity == 64
+        assert live() == base + 3
+    assert live() == base  # everything freed
+
+
+# ---------------------------------------------------------------- trtexec command lines
+
+
+def test_trtexec_command_tensorrt_8(model: Path, tmp_path: Path):
+    cmd = tb.trtexec_command(model, tmp_path / "tiny.engine", trt_version="8.6.1")
+    assert cmd == ("trtexec --onnx=%s --saveEngine=%s --minShapes=input:1x3x8x6 --optShapes=input:8x3x8x6 "
+                   "--maxShapes=input:32x3x8x6 --memPoolSize=workspace:1024" % (model, tmp_path / "tiny.engine"))
+    fp16 = tiny_onnx(tmp_path / "fp16.onnx", precision="fp16")
+    cmd = tb.trtexec_command(fp16, "e.engine", trt_version="8.5.2", max_batch=16, opt_batch=4, min_batch=2,
+                             workspace_mb=512, timing_cache="t.cache")
+    assert cmd.endswith("--minShapes=input:2x3x8x6 --optShapes=input:4x3x8x6 --maxShapes=input:16x3x8x6 "
+                        "--memPoolSize=workspace:512 --fp16 --timingCacheFile=t.cache")
+    assert "--fp16" in tb.trtexec_command(model, "e.engine", trt_version="8.6", precision="fp16")
+    qdq = tiny_onnx(tmp_path / "int8.onnx", precision="int8", qdq=True)
+    cmd = tb.trtexec_command(qdq, "e.engine", trt_version="8.6.1", dla_core=1)
+    assert cmd.endswith("--int8 --useDLACore=1 --allowGPUFallback")
+    assert "--allowGPUFallback" not in tb.trtexec_command(qdq, "e.engine", trt_version="8.6", dla_core=0,
+                                                          gpu_fallback=False)
+    assert "--stronglyTyped" not in cmd
+
+
+def test_trtexec_command_tensorrt_10_and_11(model: Path, tmp_path: Path):
+    qdq = tiny_onnx(tmp_path / "int8.onnx", precision="int8", qdq=True)
+    for path in (model, qdq):
+        cmd = tb.trtexec_command(path, "e.engine", trt_version="10.3.0")
+        assert cmd.endswith("--memPoolSize=workspace:1024 --stronglyTyped")
+        assert "--fp16" not in cmd and "--int8" not in cmd
+        cmd = tb.trtexec_command(path, "e.engine", trt_version="11.0.0")
+        assert cmd.endswith("--memPoolSize=workspace:1024")  # always strongly typed, no flag
+    with pytest.raises(InputError, match="strongly typed.*fp32"):
+        tb.trtexec_command(model, "e.engine", trt_version="10.3", precision="fp16")
+
+
+def test_trtexec_command_quotes_paths_and_handles_static_batch(tmp_path: Path):
+    folder = tmp_path / "my models"
+    folder.mkdir()
+    static = tiny_onnx(folder / "static.onnx", batch=4)
+    cmd = tb.trtexec_command(static, folder / "out.engine", trt_version="10.0")
+    assert "'--onnx=%s'" % static in cmd and "'--saveEngine=%s'" % (folder / "out.engine") in cmd
+    assert "Shapes" not in cmd  # a fixed batch needs no profile
+
+
+def test_trtexec_command_checks_its_arguments(model: Path):
+    with pytest.raises(InputError, match="min_batch <= opt_batch"):
+        tb.trtexec_command(model, "e.engine", min_batch=8, opt_batch=4, trt_version="10")
+    with pytest.raises(InputError, match="precision 'bf16'"):
+        tb.trtexec_command(model, "e.engine", precision="bf16", trt_version="10")
+    with pytest.raises(InputError, match="Q/DQ"):
+        tb.trtexec_command(model, "e.engine", precision="int8", trt_version="8.6")
+    with pytest.raises(ModelFileError, match="does not exist"):
+        tb.trtexec_command("/nonexistent/m.onnx", "e.engine", trt_version="10")
+
+
+def test_format_trtexec_command_directly():
+    cmd = format_trtexec_command("m.onnx", "m.engine", "images", (3, 256, 192), 1, 8, 32, precision="fp16",
+                                 trt_version="8.5.2.2")
+    assert cmd == ("trtexec --onnx=m.onnx --saveEngine=m.engine --minShapes=images:1x3x256x192 "
+                   "--optShapes=images:8x3x256x192 --maxShapes=images:32x3x256x192 "
+                   "--memPoolSize=workspace:1024 --fp16")
+
+
+# ---------------------------------------------------------------- reading the ONNX and deciding precision
+
+
+def test_inspect_onnx(model: Path, tmp_path: Path):
+    info = tb.inspect_onnx(model)
+    assert info.input_name == "input" and info.input_shape == (None, 3, H, W)
+    assert info.meta_precision == "fp32" and info.graph_precision == "fp32"
+    assert info.node_names == [("head_conv", "Conv")]
+    assert json.loads(info.props["edgepose.name"]) == "tiny"
+    qdq = tb.inspect_onnx(tiny_onnx(tmp_path / "q.onnx", precision="int8", qdq=True))
+    assert qdq.graph_precision == "int8" and qdq.meta_precision == "int8"
+    bare = tb.inspect_onnx(tiny_onnx(tmp_path / "bare.onnx", metadata=False))
+    assert bare.meta_precision is None and bare.props == {}
+    (tmp_path / "junk.onnx").write_bytes(b"\x00\x01 not a protobuf")
+    with pytest.raises(ModelFileError):
+        tb.inspect_onnx(tmp_path / "junk.onnx")
+
+
+def _info(meta: Optional[str], graph: str) -> tb.OnnxInfo:
+    return tb.OnnxInfo("input", (None, 3, H, W), {}, meta, graph, [])
+
+
+def test_plan_precision():
+    plan = tb.plan_precision
+    # TensorRT 8.x: builder flags, from the request or the metadata
+    assert plan("auto", _info("fp16", "fp32"), "8.6.1") == ("fp16", False, ("FP16",))
+    assert plan("auto", _info(None, "fp32"), "8.5.2") == ("fp32", False, ())
+    assert plan("fp16", _info("fp32", "fp32"), "8.5") == ("fp16", False, ("FP16",))
+    assert plan("auto", _info("int8", "int8"), "8.6") == ("int8", False, ("INT8",))
+    assert plan("auto", _info(None, "fp16"), "8.6") == ("fp16", False, ("FP16",))
+    with pytest.raises(InputError, match="Q/DQ"):
+        plan("int8", _info("fp32", "fp32"), "8.6")
+    # TensorRT 10/11: strongly typed, the ONNX decides
+    assert plan("auto", _info("fp16", "fp16"), "10.3.0") == ("fp16", True, ())
+    assert plan("int8", _info("int8", "int8"), "11.0") == ("int8", True, ())
+    assert plan("auto", _info("fp16", "fp32"), "10.0") == ("fp32", True, ())  # the graph wins
+    with pytest.raises(InputError, match="FP16 weights"):
+        plan("fp16", _info("fp32", "fp32"), "10.3")
+    with pytest.raises(InputError):
+        plan("best", _info(None, "fp32"), "10.3")
+
+
+def test_profile_shapes():
+    assert tb.profile_shapes((None, 3, 8, 6), {}, 1, 4, 16) == ((1, 3, 8, 6), (4, 3, 8, 6), (16, 3, 8, 6))
+    props = {"edgepose.input_size": "[256, 192]"}
+    assert tb.profile_shapes((None, 3, None, None), props, 1, 1, 2)[2] == (2, 3, 256, 192)
+    with pytest.raises(InputError, match="input_size"):
+        tb.profile_shapes((None, 3, None, None), {}, 1, 1, 2)
+
+
+# ---------------------------------------------------------------- sidecar and compatibility
+
+SIDECAR = {
+    "format": SIDECAR_FORMAT, "engine": "pose.engine", "onnx": "/models/pose.onnx",
+    "tensorrt_version": "8.5.2.2", "gpu_name": "Orin", "compute_capability": "8.7", "precision": "fp16",
+    "input_name": "input", "input_shape": [None, 3, 256, 192], "min_batch": 1, "opt_batch": 8, "max_batch": 32,
+    "workspace_mb": 1024, "dla_core": None, "gpu_fallback": None, "metadata": {"edgepose.name": '"pose"'},
+}
+
+
+def test_compatible_engine_passes():
+    check_engine_compatible(SIDECAR, "8.5.2.2", "Orin", "8.7")
+    check_engine_compatible(SIDECAR, "8.5.2.1", " orin ", (8, 7))  # build number, case and spaces don't matter
+    check_engine_compatible(dict(SIDECAR, gpu_name="unknown", compute_capability="unknown"), "8.5.2", "Xavier", "7.2")
+
+
+def test_other_tensorrt_is_refused_with_rebuild_hint():
+    with pytest.raises(ModelFileError) as info:
+        check_engine_compatible(SIDECAR, "10.3.0", "Orin", "8.7", engine_path="/models/pose.engine")
+    text = str(info.value)
+    assert "TensorRT 8.5.2.2 (this machine has 10.3.0)" in text
+    assert "edgepose convert /models/pose.onnx --engine" in text
+    assert ("trtexec --onnx=/models/pose.onnx --saveEngine=/models/pose.engine --minShapes=input:1x3x256x192 "
+            "--optShapes=input:8x3x256x192 --maxShapes=input:32x3x256x192 --memPoolSize=workspace:1024 "
+            "--stronglyTyped") in text  # flags of the TensorRT on this machine
+
+
+def test_other_gpu_is_refused():
+    with pytest.raises(ModelFileError, match=r"compute capability 8\.7 \(this one, NVIDIA GeForce RTX 3090, is 8\.6\)"):
+        check_engine_compatible(SIDECAR, "8.5.2.2", "NVIDIA GeForce RTX 3090", "8.6")
+    with pytest.raises(ModelFileError, match=r"a GPU named Orin \(this one is Jetson AGX Orin\)") as info:
+        check_engine_compatible(SIDECAR, "8.5.2.2", "Jetson AGX Orin", "8.7")
+    assert "--fp16" in str(info.value)  # TensorRT 8 rebuild: precision from the sidecar
+    with pytest.raises(ModelFileError, match="TensorRT 8.5.2.2.* and a GPU of compute capability"):
+        check_engine_compatible(SIDECAR, "8.6.1", "V100", "7.0")
+
+
+def test_rebuild_hint_without_sidecar():
+    assert rebuild_hint(None) == "Run `edgepose convert MODEL.onnx --engine`."
+
+
+def test_read_sidecar(tmp_path: Path):
+    engine = tmp_path / "pose.engine"
+    assert sidecar_path(engine) == tmp_path / "pose.engine.json"
+    assert read_sidecar(engine) is None
+    sidecar_path(engine).write_text(json.dumps(SIDECAR))
+    assert read_sidecar(engine) == SIDECAR
+    sidecar_path(engine).write_text("{broken")
+    with pytest.raises(ModelFileError, match="cannot be read"):
+        read_sidecar(engine)
+    sidecar_path(engine).write_text(json.dumps({"format": "something else"}))
+    with pytest.raises(ModelFileError, match="not an edgepose engine sidecar"):
+        read_sidecar(engine)
+
+
+def test_make_sidecar(model: Path, tmp_path: Path):
+    info = tb.inspect_onnx(model)
+    plan = tb.PrecisionPlan("fp16", False, ("FP16",))
+    side = tb.make_sidecar(
+        engine_path=tmp_path / "tiny.engine", engine_bytes=b"abc", onnx_path=model, onnx_sha256=tb.file_sha256(model),
+        info=info, plan=plan, trt_version="8.6.1", gpu_name="Orin", compute_capability="8.7", cuda_runtime="11.4",
+        input_shape=(None, 3, H, W), min_batch=1, opt_batch=8, max_batch=32, workspace_mb=1024, dla_core=None,
+        gpu_fallback=True, timing_cache=None)
+    assert side["format"] == SIDECAR_FORMAT and side["engine"] == "tiny.engine"
+    assert side["engine_sha256"] == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    assert side["onnx_sha256"] == tb.file_sha256(model) and len(side["onnx_sha256"]) == 64
+    assert side["input_shape"] == [None, 3, H, W] and side["gpu_fallback"] is None
+    assert json.loads(side["metadata"]["edgepose.precision"]) == "fp16"  # the engine's, not the ONNX's
+    assert ModelMeta.from_props(side["metadata"]).keypoints == ["a", "b"]
+    assert side["built_at"].endswith("+00:00")
+    json.dumps(side)  # serialisable
+    bare = tb.inspect_onnx(tiny_onnx(tmp_path / "bare.onnx", metadata=False))
+    side = tb.make_sidecar(
+        engine_path="e", engine_bytes=b"", onnx_path=model, onnx_sha256="", info=bare, plan=plan, trt_version="8.6",
+        gpu_name="x", compute_capability="8.7", cuda_runtime="", input_shape=(None, 3, H, W), min_batch=1,
+        opt_batch=1, max_batch=1, workspace_mb=1, dla_core=0, gpu_fallback=False, timing_cache="t")
+    assert side["metadata"] == {}  # no edgepose keys invented for a foreign model
+    assert side["dla_core"] == 0 and side["gpu_fallback"] is False
+
+
+def test_write_engine_is_atomic(tmp_path: Path, monkeypatch):
+    engine = tmp_path / "out" / "pose.engine"
+    tb.write_engine(engine, b"ENGINE-1", dict(SIDECAR))
+    assert engine.read_bytes() == b"ENGINE-1"
+    assert json.loads(sidecar_path(engine).read_text())["gpu_name"] == "Orin"
+    assert sorted(p.name for p in engine.parent.iterdir()) == ["pose.engine", "pose.engine.json"]
+
+    def broken_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk full"):
+        tb.write_engine(engine, b"ENGINE-2", dict(SIDECAR))
+    assert engine.read_bytes() == b"ENGINE-1"  # the old engine is intact
+    assert sorted(p.name for p in engine.parent.iterdir()) == ["pose.engine", "pose.engine.json"]  # no temp left
+
+
+# ---------------------------------------------------------------- a fake TensorRT over a fake CUDA
+
+
+class FakeCuda(Cuda):
+    """CUDA whose device memory is host memory; counts what is still allocated."""
+
+    name = "fake"
+
+    def __init__(self, gpu: str = "Fake GPU", cc=(8, 7)) -> None:
+        self.blocks: Dict[int, ctypes.Array] = {}
+        self.streams = set()
+        self.gpu, self.cc = gpu, cc
+        self.devices: List[int] = []
+
+    def _alloc(self, nbytes: int) -> int:
+        block = ctypes.create_string_buffer(nbytes)
+        self.blocks[ctypes.addressof(block)] = block
+        return ctypes.addressof(block)
+
+    malloc = malloc_host = _alloc
+
+    def free(self, ptr: int) -> None:
+        del self.blocks[ptr]
+
+    free_host = free
+
+    def memcpy_htod_async(self, dst, src, nbytes, stream):
+        assert stream in self.streams
+        ctypes.memmove(dst, src, nbytes)
+
+    memcpy_dtoh_async = memcpy_htod_async
+
+    def stream_create(self):
+        handle = 1000 + len(self.streams)
+        self.streams.add(handle)
+        return handle
+
+    def stream_synchronize(self, stream):
+        assert stream in self.streams
+
+    def stream_destroy(self, stream):
+        self.streams.remove(stream)
+
+    def set_device(self, device):
+        self.devices.append(device)
+
+    def device_count(self):
+        return 1
+
+    def device_name(self, device):
+        return self.gpu
+
+    def compute_capability(self, device):
+        return self.cc
+
+    def runtime_version(self):
+        return (12, 2)
+
+
+def fake_tensorrt(version: str) -> types.ModuleType:
+    """A ``tensorrt`` module following the Python API of ``version`` (8.5/8.6, 10.x or 11.x)."""
+    major = version_tuple(version)[0]
+    trt = types.ModuleType("tensorrt")
+    trt.__version__ = version
+    trt.calls = []  # what the build asked for
+    trt.parse_errors = []  # set to make the parser fail
+
+    def record(*item):
+        trt.calls.append(item)
+
+    class ILogger:
+        def __init__(self):
+            pass
+
+    trt.ILogger = ILogger
+    trt.TensorIOMode = types.SimpleNamespace(INPUT="in", OUTPUT="out")
+    trt.DataType = types.SimpleNamespace(FLOAT="float", HALF="half")
+    trt.nptype = lambda dt: {"float": np.float32, "half": np.float16}[dt]
+    trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE="workspace")
+    trt.NetworkDefinitionCreationFlag = (types.SimpleNamespace(EXPLICIT_BATCH=0) if major < 10 else
+                                         types.SimpleNamespace(EXPLICIT_BATCH=0, STRONGLY_TYPED=1) if major == 10 else
+                                         types.SimpleNamespace(STRONGLY_TYPED=0))
+    flags = {"GPU_FALLBACK": "GPU_FALLBACK"}
+    if major < 11:
+        flags.update(FP16="FP16", INT8="INT8")
+    trt.BuilderFlag = types.SimpleNamespace(**flags)
+    trt.DeviceType = (types.SimpleNamespace(GPU="GPU", DLA="DLA") if major < 11 else types.SimpleNamespace(GPU="GPU"))
+
+    class Tensor:
+        def __init__(self, name, shape):
+            self.name, self.shape = name, shape
+
+    class Network:
+        def __init__(self, flags):
+            record("create_network", flags)
+            self.inputs: List[Tensor] = []
+            self.out_channels = 0
+
+        @property
+        def num_inputs(self):
+            return len(self.inputs)
+
+        def get_input(self, i):
+            return self.inputs[i]
+
+    class ParserError:
+        def __init__(self, node, desc, node_name=None):
+            self._node, self._desc = node, desc
+            if node_name is not None and major >= 10:  # node_name()/node_operator() are the newer API
+                self.node_name = lambda: node_name
+                self.node_operator = lambda: "Conv"
+
+        def code(self):
+            return "ErrorCode.UNSUPPORTED_NODE"
+
+        def desc(self):
+            return self._desc
+
+        def node(self):
+            return self._node
+
+    class OnnxParser:
+        def __init__(self, network, logger):
+            self.network = network
+
+        def parse_from_file(self, path):
+            import onnx
+
+            record("parse", path)
+            if trt.parse_errors:
+                self.errors = [ParserError(*e) for e in trt.parse_errors]
+                return False
+            m = onnx.load(path)
+            inp = m.graph.input[0]
+            self.network.inputs.append(Tensor(inp.name, tuple(d.dim_value or -1 for d in inp.type.tensor_type.shape.dim)))
+            self.network.out_channels = m.graph.output[0].type.tensor_type.shape.dim[1].dim_value
+            return True
+
+        @property
+        def num_errors(self):
+            return len(self.errors)
+
+        def get_error(self, i):
+            return self.errors[i]
+
+    class TimingCache:
+        def __init__(self, blob):
+            self.blob = bytes(blob)
+
+        def serialize(self):
+            return self.blob + b"+timings"
+
+    class Config:
+        def __init__(self):
+            self.profiles = []
+            self.cache = None
+            self.default_device_type = "GPU"
+            self.DLA_core = -1
+
+        def set_memory_pool_limit(self, pool, size):
+            record("pool", pool, size)
+
+        def set_flag(self, flag):
+            record("flag", flag)
+
+        def add_optimization_profile(self, profile):
+            self.profiles.append(profile)
+
+        def create_timing_cache(self, blob):
+            return TimingCache(blob)
+
+        def set_timing_cache(self, cache, ignore_mismatch):
+            record("timing_cache", cache.blob, ignore_mismatch)
+            self.cache = cache
+            return True
+
+        def get_timing_cache(self):
+            return self.cache
+
+    class Profile:
+        def set_shape(self, name, lo, opt, hi):
+            self.shapes = (name, tuple(lo), tuple(opt), tuple(hi))
+
+    class Builder:
+        num_DLA_cores = 2
+
+        def __init__(self, logger):
+            assert isinstance(logger, ILogger)
+
+        def create_network(self, flags):
+            return Network(flags)
+
+        def create_builder_config(self):
+            return Config()
+
+        def create_optimization_profile(self):
+            return Profile()
+
+        def build_serialized_network(self, network, config):
+            record("device", config.default_device_type, config.DLA_core)
+            inp = network.inputs[0]
+            spec = {"input": inp.name, "shape": list(inp.shape), "k": network.out_channels}
+            if config.profiles:
+                _, lo, opt, hi = config.profiles[0].shapes
+                spec["profile"] = [list(lo), list(opt), list(hi)]
+            return memoryview(b"FAKEENGINE" + json.dumps(spec).encode())
+
+    class Context:
+        def __init__(self, engine):
+            self.engine, self.shape, self.addresses = engine, None, {}
+
+        def set_input_shape(self, name, shape):
+            lo, _, hi = self.engine.profile
+            if not all(a <= s <= b for a, s, b in zip(lo, shape, hi)):
+                return False
+            self.shape = tuple(shape)
+            return True
+
+        def get_tensor_shape(self, name):
+            n, _, h, w = self.shape
+            return self.shape if name == self.engine.spec["input"] else (n, self.engine.spec["k"], h // 2, w // 2)
+
+        def set_tensor_address(self, name, ptr):
+            self.addresses[name] = ptr
+
+        def execute_async_v3(self, stream):
+            # heatmap k = (k + 1) * channel 0 at stride 2, read from and written to the "device" addresses
+            x = np.ctypeslib.as_array((ctypes.c_float * int(np.prod(self.shape))).from_address(
+                self.addresses[self.engine.spec["input"]])).reshape(self.shape)
+            out_shape = self.get_tensor_shape("heatmaps")
+            y = np.ctypeslib.as_array((ctypes.c_float * int(np.prod(out_shape))).from_address(
+                self.addresses["heatmaps"])).reshape(out_shape)
+            for k in range(out_shape[1]):
+                y[:, k] = (k + 1) * x[:, 0, ::2, ::2]
+            return True
+
+    class Engine:
+        def __init__(self, spec):
+            self.spec = spec
+            shape = tuple(spec["shape"])
+            self.profile = [tuple(p) for p in spec.get("profile", [shape] * 3)]
+
+        num_io_tensors = 2
+
+        def get_tensor_name(self, i):
+            return [self.spec["input"], "heatmaps"][i]
+
+        def get_tensor_mode(self, name):
+            return "in" if name == self.spec["input"] else "out"
+
+        def get_tensor_shape(self, name):
+            n, c, h, w = self.spec["shape"]
+            return (n, c, h, w) if name == self.spec["input"] else (n, self.spec["k"], h // 2, w // 2)
+
+        def get_tensor_dtype(self, name):
+            return "float"
+
+        def get_tensor_profile_shape(self, name, index):
+            assert index == 0
+            return self.profile
+
+        def create_execution_context(self):
+            return Context(self)
+
+    class Runtime:
+        def __init__(self, logger):
+            self.DLA_core = -1
+
+        def deserialize_cuda_engine(self, data):
+            record("deserialize", self.DLA_core)
+            data = bytes(data)
+            if not data.startswith(b"FAKEENGINE"):
+                return None
+            return Engine(json.loads(data[len(b"FAKEENGINE"):]))
+
+    trt.Builder, trt.OnnxParser, trt.Runtime = Builder, OnnxParser, Runtime
+    return trt
+
+
+@pytest.fixture
+def use_fake(monkeypatch):
+    """Install a fake tensorrt of a given version and a fake CUDA; returns (trt, cuda)."""
+
+    def install(version: str, gpu: str = "Fake GPU", cc=(8, 7)):
+        trt = fake_tensorrt(version)
+        cuda = FakeCuda(gpu, cc)
+        monkeypatch.setitem(sys.modules, "tensorrt", trt)
+        monkeypatch.setattr(ecuda, "_default", cuda)
+        return trt, cuda
+
+    yield install
+    monkeypatch.setattr(trt_backend, "_LOGGER", None)
+
+
+@pytest.mark.parametrize("version, flags, precision_flags", [
+    ("8.5.2.2", 1 << 0, [("flag", "FP16")]),
+    ("8.6.1", 1 << 0, [("flag", "FP16")]),
+    ("10.3.0", 1 << 1, []),
+    ("11.0.0", 1 << 0, []),
+])
+def test_build_engine_with_fake_tensorrt(use_fake, tmp_path: Path, version, flags, precision_flags):
+    trt, _ = use_fake(version)
+    legacy = version_tuple(version)[0] < 10  # weakly typed: FP16 from the metadata, by builder flag
+    onnx_path = tiny_onnx(tmp_path / "tiny.onnx", precision="fp16" if legacy else "fp32")
+    cache = tmp_path / "timing.cache"
+    engine = tb.build_engine(onnx_path, tmp_path / "tiny.engine", max_batch=16, opt_batch=4, workspace_mb=256,
+                             timing_cache=cache)
+    assert engine == tmp_path / "tiny.engine" and engine.read_bytes().startswith(b"FAKEENGINE")
+    assert ("create_network", flags) in trt.calls
+    assert ("pool", "workspace", 256 << 20) in trt.calls
+    assert [c for c in trt.calls if c[0] == "flag"] == precision_flags
+    assert ("timing_cache", b"", False) in trt.calls and cache.read_bytes() == b"+timings"
+    assert ("device", "GPU", -1) in trt.calls
+    side = read_sidecar(engine)
+    assert side["tensorrt_version"] == version and side["gpu_name"] == "Fake GPU"
+    assert side["compute_capability"] == "8.7" and side["cuda_runtime"] == "12.2"
+    assert (side["min_batch"], side["opt_batch"], side["max_batch"]) == (1, 4, 16)
+    assert side["strongly_typed"] == (not legacy) and side["precision"] == ("fp16" if legacy else "fp32")
+    assert side["onnx_sha256"] == tb.file_sha256(onnx_path)
+    assert ModelMeta.from_props(side["metadata"]).name == "tiny"
+    # a second build reuses the timing cache
+    tb.build_engine(onnx_path, tmp_path / "tiny.engine", timing_cache=cache)
+    assert ("timing_cache", b"+timings", False) in trt.calls
+
+
+def test_build_engine_dla_options(use_fake, tmp_path: Path):
+    trt, _ = use_fake("8.5.2.2")
+    onnx_path = tiny_onnx(tmp_path / "tiny.onnx", precision="fp16")
+    engine = tb.build_engine(onnx_path, tmp_path / "dla.engine", dla_core=1)
+    assert ("device", "DLA", 1) in trt.calls and ("flag", "GPU_FALLBACK") in trt.calls
+    assert read_sidecar(engine)["dla_core"] == 1
+    with pytest.raises(InputError, match="2 DLA cores"):
+        tb.build_engine(onnx_path, tmp_path / "dla.engine", dla_core=2)
+    use_fake("11.0.0")
+    with pytest.raises(InputError, match="no DLA support"):
+        tb.build_engine(tiny_onnx(tmp_path / "f32.onnx"), tmp_path / "dla.engine", dla_core=0)
+
+
+@pytest.mark.parametrize("version", ["8.5.2", "10.3.0"])
+def test_parse_failure_lists_every_error(use_fake, tmp_path: Path, version):
+    trt, _ = use_fake(version)
+    trt.parse_errors = [(0, "Conv with this padding is not supported", "head_conv"), (-1, "graph has no outputs")]
+    with pytest.raises(tb.OnnxParseError) as info:
+        tb.build_engine(tiny_onnx(tmp_path / "tiny.onnx"), tmp_path / "x.engine")
+    assert info.value.errors == [
+        "node 'head_conv' (Conv): UNSUPPORTED_NODE: Conv with this padding is not supported",  # name from the ONNX on 8.5
+        "graph: UNSUPPORTED_NODE: graph has no outputs"]
+    assert "(2 errors)" in str(info.value) and isinstance(info.value, EdgeposeError)
+    assert not (tmp_path / "x.engine").exists()
+
+
+def fake_engine(folder: Path, trt_version: str, gpu: str = "Fake GPU", cc: str = "8.7", min_batch: int = 1,
+                opt_batch: int = 2, max_batch: int = 4, dla_core: Optional[int] = None) -> Path:
+    """An engine file for the fake TensorRT and its sidecar, written the way build_engine writes them."""
+    spec = {"input": "input", "shape": [-1, 3, H, W], "k": K,
+            "profile": [[b, 3, H, W] for b in (min_batch, opt_batch, max_batch)]}
+    data = b"FAKEENGINE" + json.dumps(spec).encode()
+    props = ModelMeta(name="tiny", input_size=(H, W), keypoints=["a", "b"], flip_pairs=[], heatmap_stride=2).to_props()
+    info = tb.OnnxInfo("input", (None, 3, H, W), props, "fp32", "fp32", [("head_conv", "Conv")])
+    side = tb.make_sidecar(
+        engine_path=folder / "tiny.engine", engine_bytes=data, onnx_path=folder / "tiny.onnx", onnx_sha256="0" * 64,
+        info=info, plan=tb.PrecisionPlan("fp32", True, ()), trt_version=trt_version, gpu_name=gpu,
+        compute_capability=cc, cuda_runtime="12.2", input_shape=(None, 3, H, W), min_batch=min_batch,
+        opt_batch=opt_batch, max_batch=max_batch, workspace_mb=1024, dla_core=dla_core, gpu_fallback=True,
+        timing_cache=None)
+    return tb.write_engine(folder / "tiny.engine", data, side)
+
+
+def test_backend_runs_a_fake_engine(use_fake, tmp_path: Path):
+    _, cuda = use_fake("10.3.0")
+    backend = TensorRTBackend(str(fake_engine(tmp_path, "10.3.0", max_batch=4)))
+    assert backend.input_shape == (None, 3, H, W) and backend.max_batch == 4 and backend.min_batch == 1
+    assert ModelMeta.from_props(backend.metadata).input_size == (H, W)
+    assert backend.gpu == DeviceInfo(0, "Fake GPU", "8.7") and cuda.devices[0] == 0
+    rng = np.random.default_rng(1)
+    for n in (3, 1, 4, 2):  # buffers grow to the largest batch, then are reused
+        batch = rng.standard_normal((n, 3, H, W)).astype(np.float32)
+        out = backend.run(batch)
+        assert out.shape == (n, K, H // 2, W // 2) and out.dtype == np.float32
+        np.testing.assert_array_equal(out[:, 0], batch[:, 0, ::2, ::2])
+        np.testing.assert_array_equal(out[:, 1], 2 * batch[:, 0, ::2, ::2])
+    assert len(cuda.blocks) == 4  # input + output, device + pinned: no reallocation per call
+    with pytest.raises(InputError, match="exceeds"):
+        backend.run(np.zeros((5, 3, H, W), np.float32))
+    with pytest.raises(InputError, match="does not fit"):
+        backend.run(np.zeros((1, 3, H + 2, W), np.float32))
+    backend.close()
+    assert cuda.blocks == {} and cuda.streams == set()  # every buffer and the stream released
+    with pytest.raises(InputError, match="closed"):
+        backend.run(np.zeros((1, 3, H, W), np.float32))
+
+
+def test_build_then_run_with_fake_tensorrt(use_fake, tmp_path: Path):
+    use_fake("8.6.1")
+    engine = tb.build_engine(tiny_onnx(tmp_path / "tiny.onnx"), tmp_path / "tiny.engine", max_batch=4, opt_batch=2)
+    with TensorRTBackend(engine) as backend:
+        assert backend.max_batch == 4 and ModelMeta.from_props(backend.metadata).name == "tiny"
+        batch = np.full((3, 3, H, W), 2.0, np.float32)
+        np.testing.assert_array_equal(backend.run(batch)[:, 1], 4.0)
+
+
+def test_backend_pads_to_the_profile_minimum(use_fake, tmp_path: Path):
+    use_fake("8.6.1")
+    with TensorRTBackend(fake_engine(tmp_path, "8.6.1", min_batch=2, opt_batch=2, max_batch=4)) as backend:
+        out = backend.run(np.ones((1, 3, H, W), np.float32))
+        assert out.shape == (1, K, H // 2, W // 2)
+        np.testing.assert_array_equal(out[0, 0], 1.0)
+
+
+def test_backend_refuses_an_engine_from_another_gpu(use_fake, tmp_path: Path):
+    engine = fake_engine(tmp_path, "10.3.0", gpu="NVIDIA A100-SXM4-40GB", cc="8.0")
+    _, cuda = use_fake("10.3.0", gpu="Orin", cc=(8, 7))
+    with pytest.raises(ModelFileError, match="compute capability 8.0.*edgepose convert .*--engine.*trtexec"):
+        TensorRTBackend(engine)
+    assert cuda.blocks == {}
+    use_fake("10.4.0", gpu="NVIDIA A100-SXM4-40GB", cc=(8, 0))
+    with pytest.raises(ModelFileError, match=r"TensorRT 10\.3\.0 \(this machine has 10\.4\.0\)"):
+        TensorRTBackend(engine)
+    use_fake("10.3.0", gpu="NVIDIA A100-SXM4-40GB", cc=(8, 0))
+    TensorRTBackend(engine).close()
+
+
+def test_backend_without_sidecar_warns_and_runs(use_fake, tmp_path: Path):
+    use_fake("10.3.0")
+    engine = fake_engine(tmp_path, "10.3.0")
+    sidecar_path(engine).unlink()
+    with pytest.warns(RuntimeWarning, match="no sidecar"):
+        backend = TensorRTBackend(engine)
+    assert backend.metadata == {}
+    assert backend.run(np.zeros((2, 3, H, W), np.float32)).shape == (2, K, H // 2, W // 2)
+    backend.close()
+
+
+def test_backend_rejects_bad_engine_files(use_fake, tmp_path: Path):
+    trt, cuda = use_fake("8.6.1")
+    with pytest.raises(ModelFileError, match="does not exist.*edgepose convert"):
+        TensorRTBackend(tmp_path / "missing.engine")
+    junk = tmp_path / "junk.engine"
+    junk.write_bytes(b"this is not an engine")
+    with pytest.warns(RuntimeWarning):
+        with pytest.raises(ModelFileError, match="cannot load engine .*junk.engine"):
+            TensorRTBackend(junk)
+    engine = fake_engine(tmp_path, "8.6.1", dla_core=0)
+    TensorRTBackend(engine).close()
+    assert ("deserialize", 0) in trt.calls  # the DLA core is set on the runtime before deserialising
+    engine.write_bytes(engine.read_bytes() + b" ")  # the sidecar now describes another file
+    with pytest.raises(ModelFileError, match="SHA-256 differs"):
+        TensorRTBackend(engine)
+    assert cuda.blocks == {} and cuda.streams == set()
+
+
+# ---------------------------------------------------------------- the real TensorRT (GPU machines only)
+
+
+@pytest.fixture(scope="module")
+def real_trt():
+    trt = pytest.importorskip("tensorrt", reason="TensorRT is not installed (JetPack or `pip install tensorrt`)")
+    if version_tuple(trt.__version__)[:2] < (8, 5):
+        pytest.skip("TensorRT %s is older than 8.5" % trt.__version__)
+    try:
+        ecuda.CtypesCuda().device_count()
+    except (MissingDependencyError, CudaError) as e:
+        pytest.skip("no usable CUDA GPU: %s" % e)
+    return trt
+
+
+def test_real_build_and_run_matches_onnxruntime(real_trt, tmp_path: Path):
+    ort = pytest.importorskip("onnxruntime")
+    onnx_path = tiny_onnx(tmp_path / "tiny.onnx")
+    engine = tb.build_engine(onnx_path, tmp_path / "tiny.engine", max_batch=8, opt_batch=4,
+                             timing_cache=tmp_path / "timing.cache")
+    side = read_sidecar(engine)
+    assert side["tensorrt_version"] == real_trt.__version__
+    assert (tmp_path / "timing.cache").stat().st_size > 0
+    batch = np.random.default_rng(2).standard_normal((5, 3, H, W)).astype(np.float32)
+    expected = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).run(None, {"input": batch})[0]
+    with TensorRTBackend(engine) as backend:
+        assert backend.input_shape == (None, 3, H, W) and backend.max_batch == 8
+        np.testing.assert_allclose(backend.run(batch), expected, rtol=1e-3, atol=1e-3)
+        np.testing.assert_allclose(backend.run(batch[:2]), expected[:2], rtol=1e-3, atol=1e-3)
+
+
+def test_real_parse_error_is_reported(real_trt, tmp_path: Path):
+    onnx = need_onnx()
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("EdgeposeNoSuchOp", ["input"], ["heatmaps"], name="mystery", domain="edgepose.test")],
+        "bad", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, H, W])],
+        [helper.make_tensor_value_info("heatmaps", TensorProto.FLOAT, ["batch", 3, H, W])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid("edgepose.test", 1)])
+    onnx.save(model, str(tmp_path / "bad.onnx"))
+    with pytest.raises(tb.OnnxParseError) as info:
+        tb.build_engine(tmp_path / "bad.onnx", tmp_path / "bad.engine")
+    assert info.value.errors and "mystery" in str(info.value)
+
+
+def test_tensorrt_logger_forwards_and_keeps_errors(use_fake, caplog):
+    trt, _ = use_fake("10.3.0")
+    logger = trt_backend.trt_logger(trt)
+    assert isinstance(logger, trt.ILogger) and trt_backend.trt_logger(trt) is logger  # one per process
+    with caplog.at_level("DEBUG", logger="edgepose.backends.tensorrt"):
+        logger.log(1, "engine plan is corrupt")
+        logger.log(2, "a warning")
+        logger.log(4, "verbose detail")
+    assert list(logger.errors) == ["engine plan is corrupt"]
+    assert [r.levelname for r in caplog.records] == ["ERROR", "WARNING"]  # verbose only when asked
+    other, _ = use_fake("8.6.1")
+    assert trt_backend.trt_logger(other) is not logger  # another tensorrt module gets its own
