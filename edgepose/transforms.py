@@ -29,7 +29,7 @@ HW = Tuple[int, int]
 
 _INTER_BITS = 5  # OpenCV: source coordinates are quantised to 1/32 pixel
 _AB_BITS = 10  # OpenCV: per-row / per-column terms are rounded to 1/1024 pixel
-_COORD_LIMIT = float(1 << 40)  # bound on fixed-point values (far outside any image): safe int64 casts
+_COORD_LIMIT = float(1 << 29)  # bound on fixed-point values (far outside any image): sums fit int32
 
 
 @dataclass
@@ -108,7 +108,7 @@ def _fixed_point_terms(matrices: np.ndarray, out_hw: HW) -> Tuple[np.ndarray, ..
     """Per-row and per-column parts of OpenCV 4's fixed-point source coordinates (1/1024 pixel).
 
     matrices: (N, 2, 3) forward image -> crop. Returns row_x, row_y (N, H) and col_x, col_y (N, W),
-    int64, such that the source x of crop pixel (u, v) in 1/32 pixel is (row_x[v] + col_x[u]) >> 5.
+    int32, such that the source x of crop pixel (u, v) in 1/32 pixel is (row_x[v] + col_x[u]) >> 5.
     """
     out_h, out_w = out_hw
     m = np.asarray(matrices, dtype=np.float64).reshape(-1, 2, 3)
@@ -125,7 +125,7 @@ def _fixed_point_terms(matrices: np.ndarray, out_hw: HW) -> Tuple[np.ndarray, ..
     half_step = 1 << (_AB_BITS - _INTER_BITS - 1)
 
     def fixed(v: np.ndarray) -> np.ndarray:
-        return np.rint(np.clip(v, -_COORD_LIMIT, _COORD_LIMIT)).astype(np.int64)
+        return np.rint(np.clip(v, -_COORD_LIMIT, _COORD_LIMIT)).astype(np.int32)
 
     row_x = fixed((i12[:, None] * rows + t1[:, None]) * scale) + half_step
     row_y = fixed((i22[:, None] * rows + t2[:, None]) * scale) + half_step
@@ -165,9 +165,11 @@ def _warp_fixed_point(sources: Sequence[np.ndarray], origins: np.ndarray,
         fx = _combine(row_x[i], col_x[i])
         fy = _combine(row_y[i], col_y[i])
         # Pixels more than one step outside read only border; clipping keeps int16 in range.
-        xy[..., 0] = np.clip((fx >> _INTER_BITS) - int(origins[i][0]), -2, src_w)
-        xy[..., 1] = np.clip((fy >> _INTER_BITS) - int(origins[i][1]), -2, src_h)
-        frac[...] = ((fy & frac_mask) << _INTER_BITS) | (fx & frac_mask)
+        # Casting the (1, W) / (H, 1) parts before broadcasting keeps the full-size work small.
+        xy[..., 0] = np.clip((fx >> _INTER_BITS) - int(origins[i][0]), -2, src_w).astype(np.int16)
+        xy[..., 1] = np.clip((fy >> _INTER_BITS) - int(origins[i][1]), -2, src_h).astype(np.int16)
+        np.bitwise_or(((fy & frac_mask) << _INTER_BITS).astype(np.uint16),
+                      (fx & frac_mask).astype(np.uint16), out=frac)
         cv2.remap(src, xy, frac, cv2.INTER_LINEAR, dst=out[i],
                   borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     return out
@@ -275,14 +277,15 @@ def normalize(crops_u8: np.ndarray, mean: Sequence[float], std: Sequence[float],
     if crops.ndim != 4 or crops.shape[3] != 3:
         raise InputError("normalize expects crops of shape (N, H, W, 3); got %s" % (crops.shape,))
     n, h, w, _ = crops.shape
-    if n == 0 or h == 0 or w == 0:
-        return np.zeros((n, 3, h, w), dtype=np.float32)
+    out = np.empty((n, 3, h, w), dtype=np.float32)
+    if out.size == 0:
+        return out
     lut = normalization_lut(mean, std)
-    # Table j maps crop channel j; with swap_rb that channel feeds model channel 2 - j.
-    table = np.ascontiguousarray((lut[::-1] if swap_rb else lut).T).reshape(1, 256, 3)
-    hwc = cv2.LUT(np.ascontiguousarray(crops).reshape(n * h, w, 3), table).reshape(n, h, w, 3)
-    chw = hwc.transpose(0, 3, 1, 2)
-    return np.ascontiguousarray(chw[:, ::-1] if swap_rb else chw)
+    for i in range(n):
+        planes = cv2.split(np.ascontiguousarray(crops[i]))
+        for c in range(3):
+            cv2.LUT(planes[2 - c if swap_rb else c], lut[c].reshape(1, 256), dst=out[i, c])
+    return out
 
 
 def flip_batch(batch: np.ndarray) -> np.ndarray:

@@ -92,3 +92,15 @@ def test_gt_boxes_follow_gluoncv():
     np.testing.assert_allclose(boxes[:, :4], coco_xywh_to_xyxy(np.array([a["bbox"] for a in anns]),
                                                                info["width"], info["height"]))
     assert (boxes[:, 4] == 1).all()
+
+
+@pytest.mark.parametrize("thresh,key", [(0.0, "dec_result"), (0.2, "dec_result_thr02")])
+def test_results_json_matches_gluoncv_metric(thresh, key):
+    """Keypoint triplets and instance scores as GluonCV's COCOKeyPointsMetric writes them."""
+    fx = np.load(DATA.parent / "parity" / "fixtures" / "prepost_eval.npz")
+    crops = Crops(np.zeros((16, 3, 256, 192), np.float32), np.zeros((16, 4)), fx["dec_center"], fx["dec_scale"])
+    kps, scores = decode(fx["dec_heatmaps"], crops, META)
+    result = PoseResult(kps, scores, np.zeros((16, 4), np.float32), np.ones(16, np.float32))
+    records = result_records(result, image_id=1, keypoint_thresh=thresh)
+    np.testing.assert_allclose([r["keypoints"] for r in records], fx[key + "_keypoints"], atol=2e-3)
+    np.testing.assert_allclose([r["score"] for r in records], fx[key + "_score"], atol=1e-5)
