@@ -24,22 +24,13 @@ app.command()(bench.bench)
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    """Console entry point: edgepose errors become one clear line and exit code 1."""
+    """Console entry point: edgepose errors become one clear line and exit code 1.
+
+    Usage errors, --help and Ctrl-C are handled by typer/click (standalone mode).
+    """
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv)
     except EdgeposeError as e:
         err.print("error: " + str(e), style="red", highlight=False, markup=False, soft_wrap=True)
         sys.exit(1)
-    except Exception as e:  # click's usage errors and aborts
-        import click
-
-        if isinstance(e, click.exceptions.Exit):
-            sys.exit(e.exit_code)
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Abort):
-            err.print("aborted")
-            sys.exit(130)
-        raise

@@ -33,29 +33,44 @@ def zoo(as_json: bool = typer.Option(False, "--json", help="Print a JSON list in
 
 
 def convert(
-    source: str = typer.Argument(..., help="Zoo name (see `edgepose zoo`), also NAME:HASHTAG."),
+    source: str = typer.Argument(..., help="Zoo name (see `edgepose zoo`; also NAME:HASHTAG) or a top-down heatmap .onnx."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="GluonCV .params file to convert."),
     random_weights: bool = typer.Option(False, "--random-weights",
                                         help="Random weights, for speed trials and offline tests only."),
     seed: int = typer.Option(0, "--seed", help="Seed of --random-weights."),
+    fp16: bool = typer.Option(False, "--fp16", help="Write an FP16 model (FP32 inputs and outputs)."),
+    int8: bool = typer.Option(False, "--int8", help="Calibrate and write a Q/DQ INT8 model, checked by the accuracy gate."),
+    calib: Optional[Path] = typer.Option(None, "--calib", help="INT8 calibration persons: image folder, COCO keypoints "
+                                         ".json (images beside it), video, or calibration .npz (default: public set)."),
+    target: str = typer.Option("tensorrt", "--target", help="INT8 form: tensorrt (symmetric, TensorRT) or cpu "
+                               "(unsigned activations, fastest in ONNX Runtime on CPUs)."),
+    method: Optional[str] = typer.Option(None, "--method", help="INT8 calibration: minmax, entropy or percentile."),
+    force: bool = typer.Option(False, "--force", help="Keep INT8 even when it fails the accuracy gate."),
+    detector: Optional[Path] = typer.Option(None, "--detector", help="YOLOX ONNX used to find persons in --calib images/video."),
+    engine: bool = typer.Option(False, "--engine", help="Also build a TensorRT engine (or print how to, without TensorRT)."),
+    max_batch: int = typer.Option(32, "--max-batch", help="Largest person batch of the engine's profile."),
     output: Optional[Path] = typer.Option(None, "-o", "--output",
-                                          help="Output .onnx (default: the edgepose model cache)."),
+                                          help="Final file (.onnx, or .engine with --engine); default: the edgepose model cache."),
     no_download: bool = typer.Option(False, "--no-download", help="Never download weights."),
 ) -> None:
-    """Convert a zoo model to ONNX (FP32, dynamic batch, BatchNorm folded, metadata inside)."""
+    """Convert a zoo model or a heatmap ONNX: FP32 (default), --fp16 or --int8, and optionally a TensorRT engine."""
     require("onnx", "convert")
-    from edgepose.cache import cache_dir
-    from edgepose.converters.export import export_zoo_model
-    from edgepose.converters.zoo import get_entry
+    from edgepose.converters.convert import convert_model
 
     if weights is not None and random_weights:
         raise typer.BadParameter("--weights and --random-weights exclude each other")
-    entry = get_entry(source)
-    if output is None:
-        output = cache_dir("models") / ("%s%s.onnx" % (entry.name, "-random" if random_weights else ""))
-    with err.status("Building %s ..." % entry.name):
-        result = export_zoo_model(entry, output, weights=weights, random=random_weights, seed=seed,
-                                  download=not no_download)
-    size_mb = result.path.stat().st_size / 1e6
-    out.print("Wrote [bold]%s[/] (%.1f MB): %s FP32 ONNX, input Nx3x%dx%d (dynamic batch), weights %s"
-              % (result.path, size_mb, entry.name, entry.input_size[0], entry.input_size[1], result.weights))
+    if fp16 and int8:
+        raise typer.BadParameter("choose one of --fp16 and --int8")
+    if not int8 and (calib is not None or force or method is not None or target != "tensorrt"):
+        raise typer.BadParameter("--calib, --target, --method and --force belong to --int8")
+    with err.status("converting %s ..." % source) as status:
+        result = convert_model(source, output=output, precision="int8" if int8 else "fp16" if fp16 else "fp32",
+                               weights=weights, random=random_weights, seed=seed, download=not no_download,
+                               calib=calib, target=target, method=method, force=force, detector=detector,
+                               engine=engine, max_batch=max_batch, say=lambda line: status.update(line))
+    for path in result.files:
+        out.print("Wrote [bold]%s[/] (%.1f MB)" % (path, path.stat().st_size / 1e6))
+    for line in result.notes:
+        out.print(line, highlight=False, markup=False)
+    for command in result.engine_commands:
+        out.print("  " + command, highlight=False, markup=False)

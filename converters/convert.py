@@ -1,0 +1,156 @@
+"""The whole ``edgepose convert`` flow: source -> FP32 ONNX -> FP16 / INT8 variant -> TensorRT engine.
+
+The source is a zoo name (built from GluonCV weights) or a top-down heatmap ONNX (normalised
+first unless it already is an edgepose model). Each step is one call into its own module; this
+file only decides names and order.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, List, Optional, Union
+
+import onnx
+
+from edgepose.cache import cache_dir
+from edgepose.errors import InputError
+from edgepose.meta import ModelMeta
+
+PathLike = Union[str, Path]
+PRECISIONS = ("fp32", "fp16", "int8")
+ENGINE_SUFFIXES = (".engine", ".plan")
+
+
+@dataclass
+class ConvertResult:
+    """What was written, in order, and what to run on the device when no engine could be built here."""
+
+    files: List[Path] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)
+    engine_commands: List[str] = field(default_factory=list)
+
+    @property
+    def final(self) -> Path:
+        return self.files[-1]
+
+
+def is_edgepose_model(path: Path) -> bool:
+    model = onnx.load(str(path), load_external_data=False)
+    return ModelMeta.has_edgepose_props({p.key: p.value for p in model.metadata_props})
+
+
+def variant_name(base: str, precision: str, target: str) -> str:
+    """``base`` -> ``base.onnx`` / ``base-fp16.onnx`` / ``base-int8.onnx`` / ``base-int8-cpu.onnx``."""
+    if precision == "fp32":
+        return base + ".onnx"
+    if precision == "fp16":
+        return base + "-fp16.onnx"
+    return base + ("-int8-cpu.onnx" if target == "cpu" else "-int8.onnx")
+
+
+def convert_model(source: str, *, output: Optional[PathLike] = None, precision: str = "fp32",
+                  weights: Optional[PathLike] = None, random: bool = False, seed: int = 0,
+                  download: bool = True, calib: Optional[PathLike] = None, target: str = "tensorrt",
+                  method: Optional[str] = None, force: bool = False, detector: Optional[PathLike] = None,
+                  engine: bool = False, max_batch: int = 32, opt_batch: int = 8,
+                  say: Callable[[str], None] = lambda line: None) -> ConvertResult:
+    """Convert ``source`` (zoo name or .onnx file) to the requested precision and, optionally, an engine.
+
+    ``output`` names the final file (an .onnx variant, or an .engine with ``engine``); intermediate
+    files go beside it (default folder: the edgepose model cache). ``say`` receives progress lines.
+    """
+    if precision not in PRECISIONS:
+        raise InputError("precision must be one of %s, got %r" % (", ".join(PRECISIONS), precision))
+    out = Path(output) if output is not None else None
+    if out is not None and out.suffix not in (".onnx",) + ENGINE_SUFFIXES:
+        raise InputError("-o must end in .onnx, or in .engine/.plan with --engine; got %s" % out)
+    if out is not None and out.suffix in ENGINE_SUFFIXES and not engine:
+        raise InputError("-o %s names an engine: add --engine (or give an .onnx path)" % out)
+    folder = out.parent if out is not None else cache_dir("models")
+    onnx_out = out if out is not None and out.suffix == ".onnx" else None
+    result = ConvertResult()
+
+    source_path = Path(source)
+    if source_path.suffix == ".onnx" or source_path.is_file():
+        if weights is not None or random:
+            raise InputError("--weights/--random-weights apply to zoo names, not to an ONNX source")
+        fp32, base = _fp32_from_onnx(source_path, folder, onnx_out if precision == "fp32" else None, result, say)
+    else:
+        fp32, base = _fp32_from_zoo(source, folder, onnx_out if precision == "fp32" else None, weights,
+                                    random, seed, download, result, say)
+
+    final = fp32
+    if precision == "fp16":
+        from edgepose.converters.export import save_onnx
+        from edgepose.converters.fp16 import to_fp16
+
+        say("Converting to FP16 ...")
+        final = save_onnx(to_fp16(onnx.load(str(fp32))), onnx_out or folder / variant_name(base, "fp16", target))
+        result.files.append(final)
+    elif precision == "int8":
+        from edgepose.converters.precision import make_int8
+        from edgepose.converters.quantize import DEFAULT_METHOD
+
+        say("Calibrating and quantising to INT8 (%s form) ..." % target)
+        report = make_int8(fp32, onnx_out or folder / variant_name(base, "int8", target), calib_source=calib,
+                           target=target, method=method or DEFAULT_METHOD, force=force, detector=detector)
+        result.notes += report.lines()[:-1]
+        final = report.path
+        result.files.append(final)
+
+    if engine:
+        _engine(final, out if out is not None and out.suffix in ENGINE_SUFFIXES else final.with_suffix(".engine"),
+                max_batch, opt_batch, result, say)
+    return result
+
+
+def _fp32_from_zoo(name: str, folder: Path, out: Optional[Path], weights: Optional[PathLike], random: bool,
+                   seed: int, download: bool, result: ConvertResult, say: Callable[[str], None]):
+    from edgepose.converters.export import export_zoo_model
+    from edgepose.converters.zoo import get_entry
+
+    entry = get_entry(name)
+    base = entry.name + ("-random" if random else "")
+    say("Building %s (FP32) ..." % entry.name)
+    exported = export_zoo_model(entry, out or folder / variant_name(base, "fp32", ""), weights=weights,
+                                random=random, seed=seed, download=download)
+    result.files.append(exported.path)
+    result.notes.append("%s: FP32 ONNX from weights %s" % (entry.name, exported.weights))
+    return exported.path, base
+
+
+def _fp32_from_onnx(path: Path, folder: Path, out: Optional[Path], result: ConvertResult,
+                    say: Callable[[str], None]):
+    from edgepose.converters.export import save_onnx
+    from edgepose.converters.normalize import normalize_foreign
+
+    if not path.is_file():
+        raise InputError("%s is neither a zoo name (see `edgepose zoo`) nor an existing ONNX file" % path)
+    base = path.stem
+    if is_edgepose_model(path) and out is None:
+        return path, base  # already an edgepose export: use it as it is
+    say("Normalising %s (opset, BatchNorm folding, dynamic batch, metadata) ..." % path.name)
+    target = out or folder / (base + "-edgepose.onnx")
+    if target.resolve() == path.resolve():
+        raise InputError("-o would overwrite the source %s; choose another output" % path)
+    fp32 = save_onnx(normalize_foreign(path), target)
+    result.files.append(fp32)
+    result.notes.append("%s: normalised to an edgepose FP32 model" % path.name)
+    return fp32, base
+
+
+def _engine(onnx_path: Path, engine_path: Path, max_batch: int, opt_batch: int, result: ConvertResult,
+            say: Callable[[str], None]) -> None:
+    from edgepose.converters.tensorrt_build import build_engine, tensorrt_available, trtexec_command
+
+    opt_batch = min(opt_batch, max_batch)
+    if tensorrt_available():
+        say("Building the TensorRT engine (this takes minutes) ...")
+        result.files.append(build_engine(onnx_path, engine_path, max_batch=max_batch, opt_batch=opt_batch))
+        return
+    result.notes.append("TensorRT is not installed here: the ONNX is ready; build the engine on the "
+                        "device (same GPU and TensorRT version that will run it) with either command:")
+    result.engine_commands += [
+        "edgepose convert %s --engine --max-batch %d -o %s" % (onnx_path, max_batch, engine_path),
+        trtexec_command(onnx_path, engine_path, max_batch=max_batch, opt_batch=opt_batch),
+    ]
