@@ -10,7 +10,7 @@ from typing import List, Optional
 
 import typer
 
-from edgepose.commands import bench, convert, infer
+from edgepose.commands import bench, convert, infer, triton
 from edgepose.commands.common import err
 from edgepose.errors import EdgeposeError
 
@@ -21,6 +21,8 @@ app.command()(convert.convert)
 app.command()(infer.predict)
 app.command("eval")(infer.evaluate)
 app.command()(bench.bench)
+app.command("export-triton")(triton.export_triton)
+app.command()(triton.serve)
 
 
 def main(argv: Optional[List[str]] = None) -> None:

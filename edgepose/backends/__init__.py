@@ -13,6 +13,7 @@ from edgepose.errors import InputError
 BACKENDS = {
     "onnxruntime": "edgepose.backends.onnxruntime:OnnxRuntimeBackend",
     "tensorrt": "edgepose.backends.tensorrt:TensorRTBackend",
+    "triton": "edgepose.backends.triton:TritonBackend",
 }
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 

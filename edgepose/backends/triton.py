@@ -10,6 +10,7 @@ configuration's ``edgepose.*`` parameters (written by ``edgepose export-triton``
 tritonclient's HTTP client works only in the thread that made it, so each thread using the
 backend gets its own client; one Runtime can be shared by threads.
 """
+import logging
 import threading
 from types import ModuleType
 from typing import Any, Dict, List, Optional, Tuple
@@ -21,6 +22,7 @@ from edgepose.backends.base import Backend
 from edgepose.errors import EdgeposeError, InputError, MissingDependencyError, ModelFileError
 from edgepose.meta import PREFIX
 
+log = logging.getLogger(__name__)
 PROTOCOLS = ("http", "grpc")
 #: Triton data types the backend accepts for the crops and heatmaps.
 FLOAT_TYPES = {"FP32": np.float32, "FP16": np.float16}
@@ -181,5 +183,5 @@ class TritonBackend(Backend):
         for client in clients:
             try:
                 client.close()
-            except Exception:  # an HTTP client closed from another thread than its own may complain
-                pass
+            except Exception as e:  # an HTTP client closed from another thread than its own may complain
+                log.debug("closing a Triton client of %s: %s", self.url, e)
