@@ -60,6 +60,8 @@ class OnnxInfo(NamedTuple):
     meta_precision: Optional[str]  # edgepose.precision, if the model has it
     graph_precision: str  # what the graph holds: int8 (Q/DQ), fp16 (FP16 tensors) or fp32
     node_names: List[Tuple[str, str]]  # (name, op_type) per node, for parser errors
+    output_name: str = ""  # the heatmap output (first graph output)
+    output_shape: Tuple[Optional[int], ...] = ()  # None = dynamic
 
 
 def inspect_onnx(onnx_path: PathLike) -> OnnxInfo:
@@ -104,8 +106,11 @@ def inspect_onnx(onnx_path: PathLike) -> OnnxInfo:
         graph_precision = "fp16"
     else:
         graph_precision = "fp32"
+    output = graph.output[0]
+    out_dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+                     for d in output.type.tensor_type.shape.dim)
     return OnnxInfo(inputs[0].name, dims, props, meta_precision, graph_precision,
-                    [(n.name, n.op_type) for n in graph.node])
+                    [(n.name, n.op_type) for n in graph.node], output.name, out_dims)
 
 
 def file_sha256(path: PathLike) -> str:
@@ -205,6 +210,8 @@ def make_sidecar(*, engine_path: PathLike, engine_bytes: bytes, onnx_path: PathL
         "builder_flags": list(plan.builder_flags),
         "input_name": info.input_name,
         "input_shape": list(input_shape),
+        "output_name": info.output_name,
+        "output_shape": list(info.output_shape),
         "min_batch": int(min_batch),
         "opt_batch": int(opt_batch),
         "max_batch": int(max_batch),
