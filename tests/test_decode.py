@@ -1,6 +1,4 @@
 """Post-processing parity with GluonCV's evaluation path (shared/parity/fixtures/prepost_eval.npz)."""
-import os
-from pathlib import Path
 from typing import Dict
 
 import numpy as np
@@ -11,8 +9,8 @@ from edgepose.errors import InputError
 from edgepose.keypoints import COCO_FLIP_PAIRS
 from edgepose.meta import ModelMeta
 from edgepose.transforms import Crops
+from support import SHARED
 
-SHARED = Path(os.environ.get("EDGEPOSE_SHARED") or Path(__file__).resolve().parents[2] / "shared")
 FIXTURE = SHARED / "parity" / "fixtures" / "prepost_eval.npz"
 SIMPLE_META = ModelMeta()
 SIMPLE_META_128 = ModelMeta(input_size=(128, 96))

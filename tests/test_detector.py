@@ -3,7 +3,6 @@ import functools
 import hashlib
 import http.server
 import json
-import os
 import shutil
 import threading
 from pathlib import Path
@@ -18,8 +17,8 @@ from edgepose.detector import (
     make_grid, nms,
 )
 from edgepose.errors import DownloadError, InputError, InputTypeError, ModelFileError
+from support import SHARED
 
-SHARED = Path(os.environ.get("EDGEPOSE_SHARED") or Path(__file__).resolve().parents[2] / "shared")
 MODEL = SHARED / "data" / "yolox_nano_coco" / "yolox_nano.onnx"
 DEMO = SHARED / "data" / "demo_media"
 COCO = SHARED / "data" / "coco_kpt_mini"

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 import struct
 import time
@@ -15,8 +14,8 @@ import pytest
 
 from edgepose.converters.params import read_params
 from edgepose.errors import ModelFileError
+from support import SHARED
 
-SHARED = Path(os.environ.get("EDGEPOSE_SHARED") or Path(__file__).resolve().parents[2] / "shared")
 FIXTURES = SHARED / "parity" / "fixtures"
 CASES = sorted(p.stem for p in FIXTURES.glob("*.json") if "params" in json.loads(p.read_text()))
 

@@ -13,8 +13,9 @@ import pytest
 
 from edgepose.converters.export import build_onnx, load_weights_file
 from edgepose.converters.zoo import get_entry, list_models
+from support import SHARED
 
-SHARED_FIXTURES = Path(os.environ.get("EDGEPOSE_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "parity" / "fixtures"
+SHARED_FIXTURES = SHARED / "parity" / "fixtures"
 ORACLE_ZOO = os.environ.get("EDGEPOSE_ORACLE_ZOO")
 STORED = sorted(p.stem for p in SHARED_FIXTURES.glob("*.json"))
 GENERATED = [e.name for e in list_models() if e.name not in STORED]

@@ -1,7 +1,5 @@
 """Pre-processing parity with GluonCV's evaluation path (shared/parity/fixtures/prepost_eval.npz)."""
 import hashlib
-import os
-from pathlib import Path
 from typing import Dict, List
 
 import cv2
@@ -11,8 +9,8 @@ import pytest
 from edgepose import transforms as T
 from edgepose.errors import InputError, InputTypeError
 from edgepose.meta import IMAGENET_MEAN, IMAGENET_STD, ModelMeta
+from support import SHARED
 
-SHARED = Path(os.environ.get("EDGEPOSE_SHARED") or Path(__file__).resolve().parents[2] / "shared")
 FIXTURE = SHARED / "parity" / "fixtures" / "prepost_eval.npz"
 SIZES = {"256x192": (256, 192), "128x96": (128, 96), "384x288": (384, 288)}
 ALPHA_MEAN = (0.406, 0.457, 0.480)
