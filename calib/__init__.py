@@ -1,0 +1,153 @@
+"""Calibration data for INT8 quantisation: real person crops, made exactly as the runtime makes them.
+
+``load_calibration(source, meta)`` turns a folder of photos (persons found by the YOLOX detector), a
+COCO keypoints file (ground-truth boxes), a video, or an edgepose calibration set ``.npz`` into
+normalised crops via :func:`edgepose.transforms.preprocess`, caches them, and splits off held-out
+crops for the accuracy gate. Without a source the default public set (COCO val2017 persons) is
+downloaded once (:mod:`edgepose.calib.dataset`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional, Union
+
+import numpy as np
+
+from edgepose.errors import InputError
+from edgepose.meta import ModelMeta
+
+PathLike = Union[str, Path]
+#: Persons used by default (NVIDIA advises 500+ calibration samples).
+DEFAULT_MAX_PERSONS = 512
+#: Every HELD_OUT_EVERY-th crop is held out for the accuracy gate (20 %), never calibrated on.
+HELD_OUT_EVERY = 5
+
+__all__ = ["CalibrationSet", "DEFAULT_MAX_PERSONS", "load_calibration"]
+
+
+@dataclass
+class CalibrationSet:
+    """Normalised person crops, (N, 3, H, W) float32 in the model's input format.
+
+    ``crops`` calibrate the quantiser; ``held_out`` (every :data:`HELD_OUT_EVERY`-th person of the
+    source, at least one) measure the quantised model. ``origins`` name each person's frame, calibration
+    crops first. ``fingerprint`` identifies the data (the cache key).
+    """
+
+    crops: np.ndarray
+    held_out: np.ndarray
+    source: str
+    fingerprint: str
+    origins: List[str] = field(default_factory=list)
+
+    @property
+    def persons(self) -> int:
+        return len(self.crops) + len(self.held_out)
+
+
+def split_held_out(crops: np.ndarray, origins: List[str]) -> tuple:
+    """(calibration crops, held-out crops, origins reordered calibration-first)."""
+    n = len(crops)
+    held = np.zeros(n, bool)
+    held[HELD_OUT_EVERY - 1::HELD_OUT_EVERY] = True
+    if not held.any():
+        held[-1] = True
+    order = np.concatenate([np.flatnonzero(~held), np.flatnonzero(held)])
+    return crops[~held], crops[held], [origins[i] for i in order]
+
+
+def _make_detector(detector):
+    from edgepose.detector import YoloxDetector, default_detector_path
+
+    if detector is None:
+        return YoloxDetector(default_detector_path())
+    if isinstance(detector, (str, Path)):
+        return YoloxDetector(detector)
+    return detector
+
+
+def _prepare(source, meta: ModelMeta, max_persons: int, detector, progress: bool) -> tuple:
+    """Crop persons from ``source`` until ``max_persons``: (crops (N, 3, H, W), origins)."""
+    from edgepose.transforms import preprocess
+
+    batches, origins = [], []
+    count = frames = 0
+    bar = _Bar(len(source), "Preparing calibration crops from %s" % source.describe(), progress)
+    try:
+        for frame in source.frames(detector):
+            frames += 1
+            boxes = frame.boxes[:max_persons - count]
+            if len(boxes):
+                batches.append(preprocess(frame.image, boxes, meta, image_is_rgb=False).batch)
+                origins += [frame.origin] * len(boxes)
+                count += len(boxes)
+            bar.advance(count)
+            if count >= max_persons:
+                break
+    finally:
+        bar.close()
+    if count == 0:
+        raise InputError("calibration source %s yielded no persons (%d %s searched): %s"
+                         % (source.path, frames, "frames" if source.kind == "video" else "images",
+                            source.no_persons_hint()))
+    return np.concatenate(batches), origins
+
+
+class _Bar:
+    """A rich progress bar on stderr over the source's frames (nothing when disabled)."""
+
+    def __init__(self, total: int, title: str, enabled: bool) -> None:
+        self.progress = None
+        if enabled:
+            from rich.console import Console
+            from rich.progress import Progress
+
+            self.progress = Progress(*Progress.get_default_columns(), "{task.fields[persons]} persons",
+                                     console=Console(stderr=True), transient=True)
+            self.task = self.progress.add_task(title, total=total, persons=0)
+            self.progress.start()
+
+    def advance(self, persons: int) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, advance=1, persons=persons)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+def load_calibration(source: Optional[PathLike], meta: ModelMeta, *, max_persons: int = DEFAULT_MAX_PERSONS,
+                     detector=None, progress: bool = True, use_cache: bool = True,
+                     images_dir: Optional[PathLike] = None) -> CalibrationSet:
+    """Person crops for ``meta``'s model from ``source`` (see the module doc), at most ``max_persons``.
+
+    ``source`` None: the default public set (downloaded once; offline this raises a DownloadError that
+    says how to pass ``--calib``). ``detector``: a YoloxDetector or the path of a YOLOX ONNX, for
+    folders and videos (default: YOLOX-Nano from the cache, downloaded once). ``images_dir``: where a
+    COCO file's images are when not in the usual places. Raises InputError when the source yields no
+    persons, or fewer than 2 (nothing to hold out).
+    """
+    from edgepose.calib import cache
+    from edgepose.calib.dataset import default_calibration_set
+    from edgepose.calib.sources import describe_detector, open_source, source_fingerprint
+
+    if max_persons < 2:
+        raise InputError("max_persons must be at least 2 (calibration plus held-out crops), got %d" % max_persons)
+    path = default_calibration_set(progress=progress) if source is None else source
+    src = open_source(path, images_dir)
+    det = _make_detector(detector) if src.needs_detector else None
+    fingerprint = source_fingerprint(src, [describe_detector(det)] if det is not None else [])
+    key = cache.cache_key(fingerprint, meta, max_persons)
+    cached = cache.load(key, meta) if use_cache else None
+    if cached is not None:
+        crops, origins = cached
+    else:
+        crops, origins = _prepare(src, meta, max_persons, det, progress)
+        if use_cache:
+            cache.save(key, meta, crops, origins)
+    if len(crops) < 2:
+        raise InputError("calibration source %s yielded only %d person; pass a source with more people "
+                         "(a few hundred is best)" % (src.path, len(crops)))
+    calib, held_out, ordered = split_held_out(crops, origins)
+    return CalibrationSet(calib, held_out, src.describe(), key, ordered)
