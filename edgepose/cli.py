@@ -10,7 +10,7 @@ from typing import List, Optional
 
 import typer
 
-from edgepose.commands import bench, convert, infer, triton
+from edgepose.commands import bench, convert, infer, triton, webcam
 from edgepose.commands.common import err
 from edgepose.errors import EdgeposeError
 
@@ -23,6 +23,7 @@ app.command("eval")(infer.evaluate)
 app.command()(bench.bench)
 app.command("export-triton")(triton.export_triton)
 app.command()(triton.serve)
+app.command()(webcam.webcam)
 
 
 def main(argv: Optional[List[str]] = None) -> None:
