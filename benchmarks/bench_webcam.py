@@ -3,8 +3,11 @@
 A 640x480 video of three persons (soccer.png, panning) is generated; YOLOX-Nano finds the persons
 and mobile_pose_mobilenetv3_small (FP32, random weights: the same work as trained ones) estimates
 them. Everything a run does is counted: decoding, detection, pose, tracking, smoothing, writing.
-Each configuration runs ``--repeats`` times, alternating, and the median frames per second is
-reported with the mean milliseconds per frame of each stage.
+Each configuration runs ``--repeats`` times, alternating, each run after waiting for other processes
+to go quiet; the median run's frames per second is reported with its mean milliseconds per frame of
+each stage and the CPU time other processes took meanwhile. The batched pose call alone (crops,
+model, decoding for the three persons of one frame) is timed too: no loop that runs it on every
+frame can be faster than it.
 
 Random weights make joint scores meaningless, so the joint threshold is disabled here (every joint
 counts) to keep all three persons tracked between detections, as trained weights do.
@@ -15,8 +18,10 @@ import argparse
 import datetime
 import os
 import platform
+import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import cv2
@@ -30,6 +35,7 @@ from support import DATA, random_model  # noqa: E402
 from edgepose.detector import YoloxDetector  # noqa: E402
 from edgepose.live import STAGES, LivePose, LiveSession  # noqa: E402
 from edgepose.runtime import Runtime  # noqa: E402
+from edgepose.video import VideoSource  # noqa: E402
 
 
 def three_person_video(path: Path, frames: int, fps: float = 30.0) -> Path:
@@ -77,9 +83,15 @@ def main() -> None:
     runs = {name: [] for name, _, _ in configs}
     noise = {name: [] for name, _, _ in configs}
     meter = CpuMeter([os.getpid()])
+    pose_alone = []
     with tempfile.TemporaryDirectory() as tmp:
         video = three_person_video(Path(tmp) / "three.mp4", args.frames)
+        with VideoSource(str(video)) as source:
+            frame = source.read().image
+        boxes = one_thread.detect(frame)
         for _ in range(args.repeats):
+            meter.wait_quiet(args.quiet, args.max_wait)
+            pose_alone.append(pose_call_ms(runtime, frame, boxes))
             for name, live_opts, session_opts in configs:
                 live = LivePose(runtime, keypoint_thresh=-np.inf, **live_opts)
                 session = LiveSession(live, str(video), json_path=str(Path(tmp) / "out.jsonl"), **session_opts)
@@ -110,6 +122,21 @@ def main() -> None:
         print("| %s | %.1f | %.2fx | %.2f | %s | %.2f |" % (
             name, run.fps, run.fps / base, run.persons / run.frames,
             " | ".join("%.2f" % run.timings[s] for s in STAGES), noise[name][mid]))
+    ms = statistics.median(pose_alone)
+    print("\nThe batched pose call alone on the first frame (%d persons: crops, model, decoding; median of 100 "
+          "calls, median of %d repeats): %.2f ms, a ceiling of %.1f fps for anything that runs it on every frame."
+          % (len(boxes), args.repeats, ms, 1000.0 / ms))
+
+
+def pose_call_ms(runtime: Runtime, frame: np.ndarray, boxes: np.ndarray, calls: int = 100) -> float:
+    """Median milliseconds of one ``runtime.estimate`` on ``frame`` with ``boxes``."""
+    runtime.estimate(frame, boxes)
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        runtime.estimate(frame, boxes)
+        times.append(time.perf_counter() - start)
+    return 1000.0 * statistics.median(times)
 
 
 if __name__ == "__main__":
