@@ -30,7 +30,7 @@ import datetime
 import multiprocessing as mp
 import os
 import platform
-import socket
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -38,8 +38,10 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-SHARED = Path(os.environ.get("EDGEPOSE_SHARED") or Path(__file__).resolve().parents[2] / "shared")
-IMAGE = SHARED / "data" / "demo_media" / "soccer.png"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from support import DATA, free_ports  # noqa: E402
+
+IMAGE = DATA / "demo_media" / "soccer.png"
 BOXES = [[180, 420, 560, 920], [480, 40, 710, 440], [590, 70, 930, 470], [100, 100, 300, 500],
          [600, 300, 800, 900]]
 
@@ -55,23 +57,6 @@ def model_file(spec: str) -> str:
     if not path.exists():
         export_zoo_model(get_entry(spec), path, random=True)
     return str(path)
-
-
-def free_port_block() -> int:
-    """A port P with P, P+1, P+2 free on 127.0.0.1."""
-    for base in range(21000, 60000, 7):
-        socks: List[socket.socket] = []
-        try:
-            for i in range(3):
-                socks.append(socket.socket())
-                socks[-1].bind(("127.0.0.1", base + i))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free ports")
 
 
 def client(model: str, threads: Optional[int], persons: int, seconds: float, work: str, barrier, results) -> None:
@@ -147,7 +132,7 @@ def model_alone(model: str, batches: Tuple[int, ...] = (1, 8, 32), seconds: floa
 
 def start_server(ctx, model: str, max_batch: int, log: str) -> Tuple[str, object, object, object]:
     """A server process; returns (url, process, stop event, statistics queue)."""
-    port = free_port_block()
+    port = free_ports(3)  # HTTP, gRPC, metrics
     ready, stop, stats = ctx.Event(), ctx.Event(), ctx.Queue()
     proc = ctx.Process(target=server, args=(model, port, max_batch, log, ready, stop, stats))
     proc.start()

@@ -29,7 +29,7 @@ import numpy as np
 import onnxruntime
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from bench_zoo_cpu import CpuMeter  # noqa: E402
+from bench_zoo_cpu import CpuMeter, cpu_model  # noqa: E402
 from support import DATA, random_model  # noqa: E402
 
 from edgepose.detector import YoloxDetector  # noqa: E402
@@ -50,16 +50,6 @@ def three_person_video(path: Path, frames: int, fps: float = 30.0) -> Path:
         writer.write(np.ascontiguousarray(big[y:y + 480, x:x + 640]))
     writer.release()
     return path
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:
@@ -101,7 +91,7 @@ def main() -> None:
                 noise[name].append(meter.stop() or 0.0)
 
     print("## Webcam\n")
-    print("- machine: %s, %d CPUs; %s" % (cpu_name(), len(os.sched_getaffinity(0)),
+    print("- machine: %s, %d CPUs; %s" % (cpu_model(), len(os.sched_getaffinity(0)),
                                          datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")))
     print("- Python %s, onnxruntime %s, OpenCV %s, NumPy %s; ORT threads of the pose model: %s, of the "
           "detector: 1 unless said" % (platform.python_version(), onnxruntime.__version__, cv2.__version__,

@@ -1,18 +1,28 @@
-"""Shared test helpers: where ../shared is, and random-weight zoo exports made once per run.
+"""Shared test helpers: where ../shared is, random-weight zoo exports made once per run, loopback
+ports, small file helpers. Imports only the standard library (pytest when a test must skip): the Python
+3.8 runtime venv and the benchmarks import it too.
 
 Exports land in $EDGEPOSE_TEST_MODELS (default: a folder under the system temp dir), so a
 second environment without onnx (the Python 3.8 runtime venv in CI) reuses the files the
 first run made; there a missing file skips the test with the reason.
 """
-import os
-import tempfile
-from pathlib import Path
+from __future__ import annotations
 
-import pytest
+import os
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Dict, Optional
 
 SHARED = Path(os.environ.get("EDGEPOSE_SHARED") or Path(__file__).resolve().parents[2] / "shared")
 DATA = SHARED / "data"
 TEST_MODELS = Path(os.environ.get("EDGEPOSE_TEST_MODELS") or Path(tempfile.gettempdir()) / "edgepose-test-models")
+LOOPBACK = "127.0.0.1"
+_port_bases = random.Random()  # unaffected by tests that seed the global generator
 
 
 def random_model(name: str, seed: int = 0) -> Path:
@@ -23,6 +33,8 @@ def random_model(name: str, seed: int = 0) -> Path:
     try:
         import onnx  # noqa: F401
     except ImportError:
+        import pytest
+
         pytest.skip("%s is not built yet and onnx is not installed here; run the main test suite "
                     "first with EDGEPOSE_TEST_MODELS=%s" % (path.name, TEST_MODELS))
     from edgepose.converters.export import export_zoo_model
@@ -30,3 +42,65 @@ def random_model(name: str, seed: int = 0) -> Path:
 
     export_zoo_model(get_entry(name), path, random=True, seed=seed)
     return path
+
+
+def closed_port() -> int:
+    """A loopback port nobody listens on (bound to an ephemeral port, then closed): connections are refused."""
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        return sock.getsockname()[1]
+
+
+def free_ports(count: int = 1, tries: int = 200) -> int:
+    """The first port P of ``count`` consecutive ports P .. P+count-1 all free on 127.0.0.1."""
+    for _ in range(tries):
+        base = _port_bases.randint(20000, 60000)
+        socks: list[socket.socket] = []
+        try:
+            for port in range(base, base + count):
+                socks.append(socket.socket())
+                socks[-1].bind((LOOPBACK, port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise RuntimeError(f"no {count} consecutive free ports found on {LOOPBACK} in {tries} tries")
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Every entry in ``folder``, hidden temp files included."""
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def write_zip(path: Path, members: dict[str, bytes]) -> Path:
+    """A zip at ``path`` (parents made) holding ``members`` (name -> content)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return path
+
+
+def cli_env(home: Path) -> Dict[str, str]:
+    """Environment of an ``edgepose`` subprocess: caches under ``home``, a terminal too wide to wrap lines."""
+    return dict(os.environ, EDGEPOSE_HOME=str(home), MXNET_HOME=str(Path(home) / "mxnet"), COLUMNS="300",
+                PYTHONUNBUFFERED="1")
+
+
+def run_edgepose(*args: object, home: Path, check: bool = True, timeout: float = 300,
+                 cwd: Optional[Path] = None) -> subprocess.CompletedProcess:
+    """``edgepose ARGS`` run to its end; ``check`` raises with its output when it fails."""
+    proc = subprocess.run([sys.executable, "-m", "edgepose", *map(str, args)], capture_output=True, text=True,
+                          env=cli_env(home), cwd=None if cwd is None else str(cwd), timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError("edgepose %s failed (%d):\n%s\n%s" % (args, proc.returncode, proc.stdout, proc.stderr))
+    return proc
+
+
+def start_edgepose(*args: object, home: Path, cwd: Optional[Path] = None) -> subprocess.Popen:
+    """``edgepose ARGS`` started in its own session (signals reach only it), output piped."""
+    return subprocess.Popen([sys.executable, "-m", "edgepose", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=cli_env(home),
+                            cwd=None if cwd is None else str(cwd), start_new_session=True)

@@ -1,9 +1,6 @@
 """Calibration data: real persons from a COCO file, a photo folder and a video, crops made exactly as
 the runtime makes them, the crop cache, and the default set downloaded from a loopback server."""
-import functools
 import hashlib
-import http.server
-import threading
 import time
 
 import cv2
@@ -17,6 +14,7 @@ from edgepose.detector import YoloxDetector
 from edgepose.errors import DownloadError, InputError
 from edgepose.meta import ModelMeta
 from edgepose.transforms import preprocess
+from loopback import LocalServer
 from support import DATA
 
 pytest.importorskip("pycocotools")
@@ -178,19 +176,10 @@ def published(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(published):
-    handler = functools.partial(QuietHandler, directory=str(published[0]))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield "http://127.0.0.1:%d" % httpd.server_address[1]
-    httpd.shutdown()
-    httpd.server_close()
-
-
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
+def release_server(published):
+    """The published folder on a loopback HTTP server."""
+    with LocalServer(published[0]) as srv:
+        yield srv
 
 
 def test_build_is_deterministic_and_complete(published, tmp_path):
@@ -236,56 +225,32 @@ def test_patches_crop_like_the_full_images(published):
                 assert np.abs(jpeg - full).mean() < 0.05
 
 
-def test_default_set_downloads_with_its_sidecar_hash(server, published, monkeypatch, home):
-    monkeypatch.setenv("EDGEPOSE_CALIB_URL", server + "/set.npz")
+def test_default_set_downloads_with_its_sidecar_hash(release_server, published, monkeypatch, home):
+    monkeypatch.setenv("EDGEPOSE_CALIB_URL", release_server.url + "set.npz")
     calib = load_calibration(None, META, progress=False)
     assert calib.persons == 4 and (home / "calib" / "set.npz").is_file()
     assert "calibration set" in calib.source
     assert default_calibration_set() == home / "calib" / "set.npz"  # cached: no second download
 
 
-def test_default_set_with_a_wrong_hash_is_not_kept(server, monkeypatch, home):
-    monkeypatch.setenv("EDGEPOSE_CALIB_URL", server + "/set.npz")
+def test_default_set_with_a_wrong_hash_is_not_kept(release_server, monkeypatch, home):
+    monkeypatch.setenv("EDGEPOSE_CALIB_URL", release_server.url + "set.npz")
     monkeypatch.setenv("EDGEPOSE_CALIB_SHA256", "0" * 64)
     with pytest.raises(DownloadError, match="checksum mismatch"):
         load_calibration(None, META, progress=False)
     assert not list((home / "calib").glob("*.npz"))
 
 
-def test_default_set_without_a_sidecar_fails(server, published, monkeypatch, tmp_path):
-    (tmp_path / "lonely.npz").write_bytes((published[0] / "set.npz").read_bytes())
-    handler = functools.partial(QuietHandler, directory=str(tmp_path))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        url = "http://127.0.0.1:%d/lonely.npz" % httpd.server_address[1]
-        with pytest.raises(DownloadError, match="HTTP 404.*--calib DIR"):
-            default_calibration_set(url=url, progress=False)
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+def test_default_set_without_a_sidecar_fails(server, published):
+    (server.root / "lonely.npz").write_bytes((published[0] / "set.npz").read_bytes())
+    url = server.url + "lonely.npz"
+    with pytest.raises(DownloadError, match="HTTP 404.*--calib DIR"):
+        default_calibration_set(url=url, progress=False)
 
 
-def test_offline_fails_fast_and_says_how_to_pass_calib(monkeypatch):
-    with socket_on_closed_port() as port:
-        monkeypatch.setenv("EDGEPOSE_CALIB_URL", "http://127.0.0.1:%d/set.npz" % port)
-        start = time.monotonic()
-        with pytest.raises(DownloadError, match=r"--calib DIR \(a folder of photos with people\)"):
-            load_calibration(None, META, progress=False)
+def test_offline_fails_fast_and_says_how_to_pass_calib(monkeypatch, closed_port):
+    monkeypatch.setenv("EDGEPOSE_CALIB_URL", "http://127.0.0.1:%d/set.npz" % closed_port)
+    start = time.monotonic()
+    with pytest.raises(DownloadError, match=r"--calib DIR \(a folder of photos with people\)"):
+        load_calibration(None, META, progress=False)
     assert time.monotonic() - start < 5
-
-
-class socket_on_closed_port:
-    """A loopback port nobody listens on (bound, then closed)."""
-
-    def __enter__(self):
-        import socket
-
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        self.port = s.getsockname()[1]
-        s.close()
-        return self.port
-
-    def __exit__(self, *exc):
-        return False

@@ -1,32 +1,14 @@
 """The edgepose command as a user runs it (a real subprocess each time)."""
 import json
-import os
-import socket
-import subprocess
-import sys
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 
 from support import DATA, SHARED, random_model
+from support import run_edgepose as edgepose
 
 FIXTURES = SHARED / "parity" / "fixtures"
-
-
-def edgepose(*args, home, check=True, timeout=300):
-    env = dict(os.environ, EDGEPOSE_HOME=str(home), MXNET_HOME=str(home / "mxnet"), COLUMNS="200")
-    proc = subprocess.run([sys.executable, "-m", "edgepose", *map(str, args)], capture_output=True,
-                          text=True, env=env, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError("edgepose %s failed (%d):\n%s\n%s" % (args, proc.returncode, proc.stdout, proc.stderr))
-    return proc
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_help_lists_the_commands(tmp_path):
@@ -70,9 +52,9 @@ def test_convert_random_weights_is_loud_and_recorded(tmp_path):
     assert json.loads(meta["edgepose.weights_sha1"]) == "random"
 
 
-def test_convert_offline_fails_fast_with_advice(tmp_path, monkeypatch):
+def test_convert_offline_fails_fast_with_advice(tmp_path, monkeypatch, closed_port):
     pytest.importorskip("onnx")
-    monkeypatch.setenv("MXNET_GLUON_REPO", "http://127.0.0.1:%d/" % closed_port())
+    monkeypatch.setenv("MXNET_GLUON_REPO", "http://127.0.0.1:%d/" % closed_port)
     proc = edgepose("convert", "mobile_pose_mobilenetv3_small", home=tmp_path, check=False, timeout=30)
     assert proc.returncode == 1
     assert "--weights" in proc.stderr and "Traceback" not in proc.stderr

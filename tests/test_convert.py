@@ -10,7 +10,7 @@ pytest.importorskip("onnx")
 from edgepose.converters.convert import convert_model, variant_name  # noqa: E402
 from edgepose.errors import InputError  # noqa: E402
 from support import random_model  # noqa: E402
-from test_cli import edgepose  # noqa: E402
+from support import run_edgepose as edgepose  # noqa: E402
 
 
 def meta_of(path):

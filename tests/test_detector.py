@@ -1,10 +1,7 @@
 """YoloxDetector on the real YOLOX-Nano ONNX and real photos, plus its download."""
-import functools
 import hashlib
-import http.server
 import json
 import shutil
-import threading
 from pathlib import Path
 
 import cv2
@@ -209,25 +206,6 @@ def test_model_that_is_not_raw_yolox(tmp_path, output, reason):
 
 
 @pytest.fixture
-def server(tmp_path):
-    """A real HTTP server on 127.0.0.1 serving tmp_path/"www"; yields (folder, base URL)."""
-    root = tmp_path / "www"
-    root.mkdir()
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield root, f"http://127.0.0.1:{httpd.server_address[1]}/yolox"
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join()
-
-
-@pytest.fixture
 def home(tmp_path, monkeypatch):
     monkeypatch.setenv("EDGEPOSE_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("EDGEPOSE_YOLOX_URL", raising=False)
@@ -235,7 +213,7 @@ def home(tmp_path, monkeypatch):
 
 
 def test_download_from_loopback_server(server, home):
-    root, url = server
+    root, url = server.root, server.url + "yolox"
     (root / "yolox").mkdir()
     shutil.copy(MODEL, root / "yolox" / YOLOX_NANO_FILE)
     sha256 = hashlib.sha256(MODEL.read_bytes()).hexdigest()
@@ -247,7 +225,7 @@ def test_download_from_loopback_server(server, home):
 
 
 def test_corrupt_download_leaves_nothing(server, home, monkeypatch):
-    root, url = server
+    root, url = server.root, server.url + "yolox"
     (root / "yolox").mkdir()
     data = bytearray(MODEL.read_bytes())
     data[len(data) // 2] ^= 0xFF
@@ -265,7 +243,7 @@ def test_corrupt_download_leaves_nothing(server, home, monkeypatch):
 def test_default_detector_path_offline(server, home, monkeypatch):
     with pytest.raises(ModelFileError, match="--detector FILE"):
         default_detector_path(download=False)
-    monkeypatch.setenv("EDGEPOSE_YOLOX_URL", server[1])  # the server has no such file: HTTP 404
+    monkeypatch.setenv("EDGEPOSE_YOLOX_URL", server.url + "yolox")  # the server has no such file: HTTP 404
     with pytest.raises(DownloadError, match="HTTP 404.*--detector FILE"):
         default_detector_path()
     assert list(cache_dir("detectors").iterdir()) == []

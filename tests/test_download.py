@@ -1,126 +1,17 @@
-"""edgepose.cache and edgepose.download against a real HTTP server on 127.0.0.1.
-
-The server helpers here are also used by test_weights.py.
-"""
+"""edgepose.cache and edgepose.download against a real HTTP server on 127.0.0.1 (conftest's ``server``)."""
 import hashlib
 import io
-import socket
 import sys
-import threading
 import time
-import zipfile
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List
 
 import pytest
+from loopback import LocalServer, send_stalled, send_truncated
+from support import leftovers, write_zip
 
 from edgepose.cache import cache_dir
 from edgepose.download import download, extract_zip_member, file_hash, hash_matches
 from edgepose.errors import DownloadError, InputError
-
-Script = Callable[[SimpleHTTPRequestHandler], None]
-STALL_LIMIT_S = 10.0  # a stalled handler never waits longer than this, even if a test fails
-
-
-class LocalServer:
-    """Serves a folder on 127.0.0.1 (ephemeral port); ``scripts`` override single paths."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.hits: List[str] = []
-        self.scripts: Dict[str, Script] = {}
-        self.release = threading.Event()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(_Handler, directory=str(root)))
-        self._httpd.owner = self  # type: ignore[attr-defined]
-        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}/"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True)
-        self._thread.start()
-        self.running = True
-
-    def stop(self) -> None:
-        if self.running:
-            self.running = False
-            self.release.set()
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._thread.join(5)
-
-
-class _Handler(SimpleHTTPRequestHandler):
-    def do_GET(self) -> None:
-        owner: LocalServer = self.server.owner  # type: ignore[attr-defined]
-        owner.hits.append(self.path)
-        script = owner.scripts.get(self.path)
-        if script:
-            script(self)
-        else:
-            super().do_GET()
-
-    def log_message(self, *args: object) -> None:
-        """Keep test output quiet."""
-
-
-def send_truncated(handler: SimpleHTTPRequestHandler) -> None:
-    """Announce 1000 bytes, send 100, close the connection."""
-    handler.send_response(200)
-    handler.send_header("Content-Length", "1000")
-    handler.end_headers()
-    handler.wfile.write(b"x" * 100)
-    handler.wfile.flush()
-    handler.close_connection = True
-
-
-def send_stalled(handler: SimpleHTTPRequestHandler) -> None:
-    """Send headers and a few bytes, then go silent until the server stops."""
-    handler.send_response(200)
-    handler.send_header("Content-Length", "1000")
-    handler.end_headers()
-    handler.wfile.write(b"x" * 10)
-    handler.wfile.flush()
-    handler.server.owner.release.wait(STALL_LIMIT_S)  # type: ignore[attr-defined]
-    handler.close_connection = True
-
-
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    """urllib honours *_proxy variables; loopback traffic must never go through a proxy."""
-    for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy",
-                 "ALL_PROXY"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[LocalServer]:
-    root = tmp_path / "www"
-    root.mkdir()
-    srv = LocalServer(root)
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture
-def closed_port() -> int:
-    """A loopback port nobody listens on (connections are refused)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def leftovers(folder: Path) -> List[str]:
-    """Every entry in ``folder``, hidden temp files included."""
-    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
-
-
-def write_zip(path: Path, members: Dict[str, bytes]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, data in members.items():
-            archive.writestr(name, data)
-    return path
 
 
 class TtyBuffer(io.StringIO):

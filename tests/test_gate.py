@@ -92,7 +92,8 @@ def test_failing_the_gate_falls_back_to_fp16(fp32, tmp_path):
     assert report.fell_back and not report.passed and report.precision == "fp16"
     assert report.path == tmp_path / "m-fp16.onnx" and report.path.is_file() and not out.exists()
     assert "failed the accuracy gate" in report.reason and "FP16 model was written instead" in report.reason
-    assert ModelMeta.from_props({p.key: p.value for p in onnx.load(str(report.path)).metadata_props}).precision == "fp16"
+    props = {p.key: p.value for p in onnx.load(str(report.path)).metadata_props}
+    assert ModelMeta.from_props(props).precision == "fp16"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m-fp16.onnx"]  # no temporary files left
     assert report.calibration_persons == 12 and report.agreement.persons == 2
 

@@ -40,7 +40,8 @@ print('ok', len(%r))
 
 
 def test_import_edgepose_is_light():
-    code = "import sys, edgepose; print(sorted(m for m in sys.modules if m.split('.')[0] in ('cv2', 'onnxruntime', 'numpy', 'onnx', 'typer')))"
+    code = ("import sys, edgepose; print(sorted(m for m in sys.modules "
+            "if m.split('.')[0] in ('cv2', 'onnxruntime', 'numpy', 'onnx', 'typer')))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"

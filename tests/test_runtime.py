@@ -1,5 +1,4 @@
 """edgepose.Runtime end to end on real exported models and real photos."""
-import cv2
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -8,21 +7,11 @@ from edgepose.decode import decode, merge_flip
 from edgepose.errors import InputError, ModelFileError
 from edgepose.runtime import Runtime
 from edgepose.transforms import flip_batch, preprocess
-from support import DATA, TEST_MODELS, random_model
+from support import TEST_MODELS
 
 NAME = "mobile_pose_mobilenetv3_small"
 SOCCER_BOXES = np.array([[180, 420, 560, 920, 0.9], [480, 40, 710, 440, 0.8], [590, 70, 930, 470, 0.7]],
                         np.float32)
-
-
-@pytest.fixture(scope="module")
-def model_path():
-    return str(random_model(NAME))
-
-
-@pytest.fixture(scope="module")
-def image():
-    return cv2.imread(str(DATA / "demo_media" / "soccer.png"))
 
 
 def manual(model_path, image, boxes, meta, flip=False):

@@ -6,7 +6,6 @@ process is left behind. Traffic stays on loopback; every wait is bounded.
 """
 import json
 import os
-import random
 import signal
 import socket
 import subprocess
@@ -15,10 +14,9 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import cv2
 import numpy as np
 import pytest
-from support import DATA, random_model
+from support import DATA, free_ports, start_edgepose
 
 pytest.importorskip("pytriton.triton", reason="PyTriton (edgepose[serve]) is not importable here; the serving "
                                               "tests run in the system-Python venv that .ci/run makes")
@@ -32,29 +30,9 @@ from edgepose.meta import ModelMeta  # noqa: E402
 from edgepose.runtime import Runtime  # noqa: E402
 from edgepose.serve import PoseServer  # noqa: E402
 
-NAME = "mobile_pose_mobilenetv3_small"
 HOST = "127.0.0.1"
 BOXES = np.array([[180, 420, 560, 920, 0.9], [480, 40, 710, 440, 0.8], [590, 70, 930, 470, 0.7],
                   [100, 100, 300, 500, 0.6], [600, 300, 800, 900, 0.5]], np.float32)
-
-
-def free_ports(count: int = 3) -> int:
-    """A first port P with P .. P+count-1 all free on 127.0.0.1 (bounded tries)."""
-    for _ in range(200):
-        base = random.randint(20000, 60000)
-        socks = []
-        try:
-            for port in range(base, base + count):
-                s = socket.socket()
-                socks.append(s)
-                s.bind((HOST, port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no %d consecutive free ports found" % count)
 
 
 def server_processes(pid: int):
@@ -68,18 +46,9 @@ def assert_all_gone(procs, timeout=20.0):
 
 
 @pytest.fixture(scope="module")
-def model_path():
-    return str(random_model(NAME))
-
-
-@pytest.fixture(scope="module")
-def image():
-    return cv2.imread(str(DATA / "demo_media" / "soccer.png"))
-
-
-@pytest.fixture(scope="module")
 def server(model_path, tmp_path_factory):
-    srv = PoseServer(model_path, host=HOST, port=free_ports(), max_batch=8, preferred=(4, 8),
+    """One PoseServer for the module (it overrides conftest's loopback HTTP ``server`` here)."""
+    srv = PoseServer(model_path, host=HOST, port=free_ports(3), max_batch=8, preferred=(4, 8),
                      max_queue_delay_us=2000, instances=2, threads=1,
                      log_file=tmp_path_factory.mktemp("triton") / "server.log")
     srv.start()
@@ -221,10 +190,10 @@ def test_malformed_requests_get_errors_and_serving_goes_on(server, model_path):
         grpc.close()
 
 
-def test_backend_errors_are_clear(server):
+def test_backend_errors_are_clear(server, closed_port):
     with pytest.raises(ModelFileError, match="no model 'nope'"):
         Runtime("triton://%s:%d/nope" % (HOST, server.ports["http"]))
-    closed = free_ports(1)
+    closed = closed_port
     started = time.monotonic()
     with pytest.raises(TritonServerError, match="cannot reach"):
         Runtime("triton://%s:%d/%s" % (HOST, closed, server.name), timeout=5)
@@ -251,7 +220,7 @@ def test_server_argument_errors(model_path, tmp_path):
         PoseServer(model_path, name="bad name")
     with pytest.raises(InputError, match="must differ"):
         PoseServer(model_path, port=9000, grpc_port=9000)
-    port = free_ports()
+    port = free_ports(3)
     with socket.socket() as busy:
         busy.bind((HOST, port + 1))
         busy.listen()
@@ -259,12 +228,6 @@ def test_server_argument_errors(model_path, tmp_path):
         with pytest.raises(InputError, match="grpc port %d on 127.0.0.1 is in use" % (port + 1)):
             srv.start()
         srv.stop()
-
-
-def edgepose_cli(*args, home):
-    env = dict(os.environ, EDGEPOSE_HOME=str(home), COLUMNS="300", PYTHONUNBUFFERED="1")
-    return subprocess.Popen([sys.executable, "-m", "edgepose", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
 
 
 def read_until(stream, text, timeout):
@@ -286,8 +249,8 @@ def read_until(stream, text, timeout):
 @pytest.mark.slow
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_serve_command_prints_endpoint_and_stops_cleanly(model_path, image, local, tmp_path, stop_signal):
-    port = free_ports()
-    proc = edgepose_cli("serve", model_path, "--name", "pose", "--host", HOST, "--port", port, "--max-batch", "4",
+    port = free_ports(3)
+    proc = start_edgepose("serve", model_path, "--name", "pose", "--host", HOST, "--port", port, "--max-batch", "4",
                         "--log-file", tmp_path / "triton.log", home=tmp_path)
     try:
         ready, text = read_until(proc.stdout, "Serving", timeout=90)
@@ -313,13 +276,13 @@ def test_serve_command_prints_endpoint_and_stops_cleanly(model_path, image, loca
 
 
 def test_serve_command_errors(model_path, tmp_path):
-    port = free_ports()
+    port = free_ports(3)
     with socket.socket() as busy:
         busy.bind((HOST, port))
         busy.listen()
-        proc = edgepose_cli("serve", model_path, "--host", HOST, "--port", port, home=tmp_path)
+        proc = start_edgepose("serve", model_path, "--host", HOST, "--port", port, home=tmp_path)
         _, err = proc.communicate(timeout=60)
     assert proc.returncode == 1 and "in use" in err and "--port" in err and "Traceback" not in err
-    proc = edgepose_cli("serve", tmp_path / "missing.onnx", home=tmp_path)
+    proc = start_edgepose("serve", tmp_path / "missing.onnx", home=tmp_path)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 1 and "does not exist" in err and "Traceback" not in err

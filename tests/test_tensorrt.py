@@ -589,7 +589,8 @@ def fake_tensorrt(version: str) -> types.ModuleType:
                 return False
             m = onnx.load(path)
             inp = m.graph.input[0]
-            self.network.inputs.append(Tensor(inp.name, tuple(d.dim_value or -1 for d in inp.type.tensor_type.shape.dim)))
+            dims = tuple(d.dim_value or -1 for d in inp.type.tensor_type.shape.dim)
+            self.network.inputs.append(Tensor(inp.name, dims))
             self.network.out_channels = m.graph.output[0].type.tensor_type.shape.dim[1].dim_value
             return True
 
@@ -800,7 +801,8 @@ def test_parse_failure_lists_every_error(use_fake, tmp_path: Path, version):
     with pytest.raises(tb.OnnxParseError) as info:
         tb.build_engine(tiny_onnx(tmp_path / "tiny.onnx"), tmp_path / "x.engine")
     assert info.value.errors == [
-        "node 'head_conv' (Conv): UNSUPPORTED_NODE: Conv with this padding is not supported",  # name from the ONNX on 8.5
+        # the node name comes from the ONNX on 8.5
+        "node 'head_conv' (Conv): UNSUPPORTED_NODE: Conv with this padding is not supported",
         "graph: UNSUPPORTED_NODE: graph has no outputs"]
     assert "(2 errors)" in str(info.value) and isinstance(info.value, EdgeposeError)
     assert not (tmp_path / "x.engine").exists()
@@ -945,7 +947,8 @@ def test_real_parse_error_is_reported(real_trt, tmp_path: Path):
         [helper.make_node("EdgeposeNoSuchOp", ["input"], ["heatmaps"], name="mystery", domain="edgepose.test")],
         "bad", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, H, W])],
         [helper.make_tensor_value_info("heatmaps", TensorProto.FLOAT, ["batch", 3, H, W])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid("edgepose.test", 1)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13),
+                                                    helper.make_opsetid("edgepose.test", 1)])
     onnx.save(model, str(tmp_path / "bad.onnx"))
     with pytest.raises(tb.OnnxParseError) as info:
         tb.build_engine(tmp_path / "bad.onnx", tmp_path / "bad.engine")

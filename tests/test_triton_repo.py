@@ -1,14 +1,12 @@
 """edgepose export-triton: every written config.pbtxt parsed with the model-configuration schema
 tritonclient ships and checked against the model it was written for."""
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from support import DATA, random_model
+from support import run_edgepose as edgepose
 
 onnx = pytest.importorskip("onnx", reason="export-triton reads models with onnx (edgepose[convert])")
 model_config_pb2 = pytest.importorskip(
@@ -22,15 +20,6 @@ from edgepose.meta import ModelMeta  # noqa: E402
 POSE = "mobile_pose_mobilenetv3_small"
 YOLOX = DATA / "yolox_nano_coco" / "yolox_nano.onnx"
 TYPES = {onnx.TensorProto.FLOAT: model_config_pb2.DataType.TYPE_FP32}
-
-
-def edgepose(*args, home, check=True):
-    env = dict(os.environ, EDGEPOSE_HOME=str(home), COLUMNS="200")
-    proc = subprocess.run([sys.executable, "-m", "edgepose", *map(str, args)], capture_output=True, text=True, check=False,
-                          env=env, timeout=120)
-    if check and proc.returncode != 0:
-        raise AssertionError("edgepose %s failed (%d):\n%s\n%s" % (args, proc.returncode, proc.stdout, proc.stderr))
-    return proc
 
 
 def parse(path: Path):

@@ -6,7 +6,6 @@ import os
 import select
 import signal
 import subprocess
-import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,7 +22,7 @@ from edgepose.runtime import PoseResult, Runtime
 from edgepose.smooth import KeypointSmoother, OneEuroFilter
 from edgepose.track import PoseTracker, box_iou, boxes_from_keypoints, keypoint_oks
 from edgepose.video import JsonlSink, VideoFileSink, VideoSource, VideoSourceError, has_gstreamer, source_kind
-from support import DATA, random_model
+from support import DATA, random_model, run_edgepose, start_edgepose
 
 HERE = Path(__file__).resolve().parent
 DEMO = DATA / "demo_media" / "demo.mp4"
@@ -82,18 +81,12 @@ def read_jsonl(path: Path) -> list:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def cli_env(home: Path) -> dict:
-    return dict(os.environ, EDGEPOSE_HOME=str(home), COLUMNS="200")
-
-
 def start_webcam(*args, home: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "edgepose", "webcam", *map(str, args)], cwd=str(home),
-                            env=cli_env(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return start_edgepose("webcam", *args, home=home, cwd=home)
 
 
 def run_webcam(*args, home: Path, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "edgepose", "webcam", *map(str, args)], cwd=str(home),
-                          env=cli_env(home), capture_output=True, text=True, timeout=timeout)
+    return run_edgepose("webcam", *args, home=home, cwd=home, check=False, timeout=timeout)
 
 
 def wait_for_lines(path: Path, count: int, proc: subprocess.Popen, timeout: float = 60) -> None:

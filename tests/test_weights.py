@@ -1,4 +1,4 @@
-"""converters.weights: resolving GluonCV weights through a fake model store on 127.0.0.1."""
+"""converters.weights: resolving GluonCV weights through a fake model store on 127.0.0.1 (conftest's ``server``)."""
 import hashlib
 import logging
 import time
@@ -6,10 +6,8 @@ from pathlib import Path
 from typing import Iterator, NamedTuple
 
 import pytest
-from test_download import (  # noqa: F401  (fixtures are used by name)
-    LocalServer, _no_proxy, closed_port, leftovers, send_stalled, send_truncated, server,
-    write_zip,
-)
+from loopback import LocalServer, send_stalled, send_truncated
+from support import leftovers, write_zip
 
 from edgepose.converters.weights import (
     DEFAULT_GLUON_REPO, gluoncv_cache_dirs, gluoncv_store_url, resolve_weights,
