@@ -123,7 +123,8 @@ def compare_methods(specs: List[str], methods: List[str], threads: int) -> tuple
 
 
 # --------------------------------------------------------------------------- 2. speed
-def speed_variants(model: onnx.ModelProto, calib: np.ndarray, method: str, ablations: bool) -> Dict[str, onnx.ModelProto]:
+def speed_variants(model: onnx.ModelProto, calib: np.ndarray, method: str,
+                   ablations: bool) -> Dict[str, onnx.ModelProto]:
     variants = {"FP32": model}
     if ablations:
         variants["FP32 after the INT8 rewrite"] = prepare_graph(model)
