@@ -16,7 +16,7 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Optional
 
 SHARED = Path(os.environ.get("EDGEPOSE_SHARED") or Path(__file__).resolve().parents[2] / "shared")
 DATA = SHARED / "data"
@@ -83,7 +83,7 @@ def write_zip(path: Path, members: dict[str, bytes]) -> Path:
     return path
 
 
-def cli_env(home: Path) -> Dict[str, str]:
+def cli_env(home: Path) -> dict[str, str]:
     """Environment of an ``edgepose`` subprocess: caches under ``home``, a terminal too wide to wrap lines."""
     return dict(os.environ, EDGEPOSE_HOME=str(home), MXNET_HOME=str(Path(home) / "mxnet"), COLUMNS="300",
                 PYTHONUNBUFFERED="1")

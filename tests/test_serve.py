@@ -193,14 +193,13 @@ def test_malformed_requests_get_errors_and_serving_goes_on(server, model_path):
 def test_backend_errors_are_clear(server, closed_port):
     with pytest.raises(ModelFileError, match="no model 'nope'"):
         Runtime("triton://%s:%d/nope" % (HOST, server.ports["http"]))
-    closed = closed_port
     started = time.monotonic()
     with pytest.raises(TritonServerError, match="cannot reach"):
-        Runtime("triton://%s:%d/%s" % (HOST, closed, server.name), timeout=5)
+        Runtime("triton://%s:%d/%s" % (HOST, closed_port, server.name), timeout=5)
     assert time.monotonic() - started < 10
     with pytest.raises(TritonServerError, match="cannot reach"):
-        Runtime("triton://%s:%d/%s" % (HOST, closed, server.name), protocol="grpc", timeout=5)
-    for url in ("triton://%s/x" % HOST, "triton://%s:%d" % (HOST, closed), "http://%s:%d/x" % (HOST, closed)):
+        Runtime("triton://%s:%d/%s" % (HOST, closed_port, server.name), protocol="grpc", timeout=5)
+    for url in ("triton://%s/x" % HOST, "triton://%s:%d" % (HOST, closed_port), "http://%s:%d/x" % (HOST, closed_port)):
         with pytest.raises(InputError):
             Runtime(url, backend="triton")
     with pytest.raises(InputError, match="protocol"):
@@ -251,7 +250,7 @@ def read_until(stream, text, timeout):
 def test_serve_command_prints_endpoint_and_stops_cleanly(model_path, image, local, tmp_path, stop_signal):
     port = free_ports(3)
     proc = start_edgepose("serve", model_path, "--name", "pose", "--host", HOST, "--port", port, "--max-batch", "4",
-                        "--log-file", tmp_path / "triton.log", home=tmp_path)
+                          "--log-file", tmp_path / "triton.log", home=tmp_path)
     try:
         ready, text = read_until(proc.stdout, "Serving", timeout=90)
         assert ready, "no endpoint printed:\n%s\n%s" % (text, proc.stderr.read() if proc.poll() is not None else "")
