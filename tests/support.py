@@ -89,10 +89,17 @@ def cli_env(home: Path) -> dict[str, str]:
                 PYTHONUNBUFFERED="1")
 
 
+def edgepose_command() -> list[str]:
+    """How a person runs edgepose: the console script installed beside this Python (not ``python -m``,
+    which would import the source tree from the working folder instead of the installed package)."""
+    script = Path(sys.executable).with_name("edgepose.exe" if os.name == "nt" else "edgepose")
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "edgepose"]
+
+
 def run_edgepose(*args: object, home: Path, check: bool = True, timeout: float = 300,
                  cwd: Optional[Path] = None) -> subprocess.CompletedProcess:
     """``edgepose ARGS`` run to its end; ``check`` raises with its output when it fails."""
-    proc = subprocess.run([sys.executable, "-m", "edgepose", *map(str, args)], capture_output=True, text=True,
+    proc = subprocess.run([*edgepose_command(), *map(str, args)], capture_output=True, text=True,
                           env=cli_env(home), cwd=None if cwd is None else str(cwd), timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError("edgepose %s failed (%d):\n%s\n%s" % (args, proc.returncode, proc.stdout, proc.stderr))
@@ -101,6 +108,6 @@ def run_edgepose(*args: object, home: Path, check: bool = True, timeout: float =
 
 def start_edgepose(*args: object, home: Path, cwd: Optional[Path] = None) -> subprocess.Popen:
     """``edgepose ARGS`` started in its own session (signals reach only it), output piped."""
-    return subprocess.Popen([sys.executable, "-m", "edgepose", *map(str, args)], stdout=subprocess.PIPE,
+    return subprocess.Popen([*edgepose_command(), *map(str, args)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=cli_env(home),
                             cwd=None if cwd is None else str(cwd), start_new_session=True)
