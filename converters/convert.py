@@ -6,6 +6,7 @@ file only decides names and order.
 """
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, List, Optional, Union
@@ -28,6 +29,7 @@ class ConvertResult:
     files: List[Path] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
     engine_commands: List[str] = field(default_factory=list)
+    precision: str = ""  # what was delivered (an INT8 request may deliver FP16)
 
     @property
     def final(self) -> Path:
@@ -48,60 +50,91 @@ def variant_name(base: str, precision: str, target: str) -> str:
     return base + ("-int8-cpu.onnx" if target == "cpu" else "-int8.onnx")
 
 
+def check_request(precision: str, output: Optional[Path], engine: bool, calib: Optional[PathLike],
+                  target: str, method: Optional[str]) -> None:
+    """Refuse a request that cannot succeed before any work is done (bad option values, missing files)."""
+    if precision not in PRECISIONS:
+        raise InputError("precision must be one of %s, got %r" % (", ".join(PRECISIONS), precision))
+    if precision == "int8":
+        from edgepose.converters.quantize import DEFAULT_METHOD, quantizer_options
+
+        quantizer_options(target, method or DEFAULT_METHOD)
+        if calib is not None and not Path(calib).exists():
+            raise InputError("--calib %s does not exist; give a folder of photos, a COCO keypoints .json, a video "
+                             "or a calibration .npz" % calib)
+    if output is None:
+        return
+    if output.is_dir():
+        raise InputError("-o %s is a folder; give the path of the file to write" % output)
+    if output.suffix not in (".onnx",) + ENGINE_SUFFIXES:
+        raise InputError("-o must end in .onnx, or in .engine/.plan with --engine; got %s" % output)
+    if output.suffix in ENGINE_SUFFIXES and not engine:
+        raise InputError("-o %s names an engine: add --engine (or give an .onnx path)" % output)
+    parent = next((p for p in output.parents if p.exists()), Path("."))
+    if not parent.is_dir():
+        raise InputError("-o %s: %s is a file, not a folder" % (output, parent))
+
+
 def convert_model(source: str, *, output: Optional[PathLike] = None, precision: str = "fp32",
                   weights: Optional[PathLike] = None, random: bool = False, seed: int = 0,
                   download: bool = True, calib: Optional[PathLike] = None, target: str = "tensorrt",
-                  method: Optional[str] = None, force: bool = False, detector: Optional[PathLike] = None,
-                  engine: bool = False, max_batch: int = 32, opt_batch: int = 8,
-                  say: Callable[[str], None] = lambda line: None) -> ConvertResult:
+                  method: Optional[str] = None, force: bool = False, fp16_fallback: bool = True,
+                  detector: Optional[PathLike] = None, engine: bool = False, max_batch: int = 32,
+                  opt_batch: int = 8, say: Callable[[str], None] = lambda line: None) -> ConvertResult:
     """Convert ``source`` (zoo name or .onnx file) to the requested precision and, optionally, an engine.
 
-    ``output`` names the final file (an .onnx variant, or an .engine with ``engine``); intermediate
-    files go beside it (default folder: the edgepose model cache). ``say`` receives progress lines.
+    Without ``output`` every file goes to the edgepose model cache under its variant name. With
+    ``output`` the final file is written exactly there, whatever precision was delivered (an INT8
+    request that fails the accuracy gate writes the FP16 model at ``output``, and says so, unless
+    ``fp16_fallback`` is off); intermediate files go to a temporary folder, never beside it. With
+    ``engine`` and an ``.onnx`` output, the engine goes beside it (same stem, ``.engine``); with an
+    engine output, the ONNX it is built from is kept in the model cache. ``say`` receives progress lines.
     """
-    if precision not in PRECISIONS:
-        raise InputError("precision must be one of %s, got %r" % (", ".join(PRECISIONS), precision))
     out = Path(output) if output is not None else None
-    if out is not None and out.suffix not in (".onnx",) + ENGINE_SUFFIXES:
-        raise InputError("-o must end in .onnx, or in .engine/.plan with --engine; got %s" % out)
-    if out is not None and out.suffix in ENGINE_SUFFIXES and not engine:
-        raise InputError("-o %s names an engine: add --engine (or give an .onnx path)" % out)
-    folder = out.parent if out is not None else cache_dir("models")
+    check_request(precision, out, engine, calib, target, method)
     onnx_out = out if out is not None and out.suffix == ".onnx" else None
-    result = ConvertResult()
+    result = ConvertResult(precision=precision)
+    with tempfile.TemporaryDirectory(prefix="edgepose-convert-") as scratch:
+        # Intermediates go to scratch when the user named the ONNX output; otherwise (no -o, or -o naming
+        # an engine) every ONNX is a conversion worth keeping, in the cache.
+        folder = Path(scratch) if onnx_out is not None else cache_dir("models")
+        source_path = Path(source)
+        if source_path.suffix == ".onnx" or source_path.is_file():
+            if weights is not None or random:
+                raise InputError("--weights/--random-weights apply to zoo names, not to an ONNX source")
+            fp32, base = _fp32_from_onnx(source_path, folder, onnx_out if precision == "fp32" else None, result, say)
+        else:
+            fp32, base = _fp32_from_zoo(source, folder, onnx_out if precision == "fp32" else None, weights,
+                                        random, seed, download, result, say)
+        final = fp32
+        if precision == "fp16":
+            from edgepose.converters.export import save_onnx
+            from edgepose.converters.fp16 import to_fp16
 
-    source_path = Path(source)
-    if source_path.suffix == ".onnx" or source_path.is_file():
-        if weights is not None or random:
-            raise InputError("--weights/--random-weights apply to zoo names, not to an ONNX source")
-        fp32, base = _fp32_from_onnx(source_path, folder, onnx_out if precision == "fp32" else None, result, say)
-    else:
-        fp32, base = _fp32_from_zoo(source, folder, onnx_out if precision == "fp32" else None, weights,
-                                    random, seed, download, result, say)
+            say("Converting to FP16 ...")
+            final = save_onnx(to_fp16(onnx.load(str(fp32))), onnx_out or folder / variant_name(base, "fp16", target))
+            result.files.append(final)
+        elif precision == "int8":
+            from edgepose.converters.precision import make_int8
+            from edgepose.converters.quantize import DEFAULT_METHOD
 
-    final = fp32
-    if precision == "fp16":
-        from edgepose.converters.export import save_onnx
-        from edgepose.converters.fp16 import to_fp16
-
-        say("Converting to FP16 ...")
-        final = save_onnx(to_fp16(onnx.load(str(fp32))), onnx_out or folder / variant_name(base, "fp16", target))
-        result.files.append(final)
-    elif precision == "int8":
-        from edgepose.converters.precision import make_int8
-        from edgepose.converters.quantize import DEFAULT_METHOD
-
-        say("Calibrating and quantising to INT8 (%s form) ..." % target)
-        report = make_int8(fp32, onnx_out or folder / variant_name(base, "int8", target), calib_source=calib,
-                           target=target, method=method or DEFAULT_METHOD, force=force, detector=detector)
-        result.notes += report.lines()[:-1]
-        final = report.path
-        result.files.append(final)
-
-    if engine:
-        _engine(final, out if out is not None and out.suffix in ENGINE_SUFFIXES else final.with_suffix(".engine"),
-                max_batch, opt_batch, result, say)
+            say("Calibrating and quantising to INT8 (%s form) ..." % target)
+            report = make_int8(fp32, onnx_out or folder / variant_name(base, "int8", target), calib_source=calib,
+                               target=target, method=method or DEFAULT_METHOD, force=force, detector=detector,
+                               fp16_fallback=fp16_fallback, fallback_path=onnx_out)
+            result.notes += report.lines()[:-1]
+            result.precision = report.precision
+            final = report.path
+            result.files.append(final)
+        if engine:
+            _engine(final, out if out is not None and out.suffix in ENGINE_SUFFIXES else final.with_suffix(".engine"),
+                    max_batch, opt_batch, result, say)
+        result.files = [f for f in result.files if not _inside(f, Path(scratch))]
     return result
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return folder.resolve() in path.resolve().parents
 
 
 def _fp32_from_zoo(name: str, folder: Path, out: Optional[Path], weights: Optional[PathLike], random: bool,

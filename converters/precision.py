@@ -88,12 +88,14 @@ def _finish_int8(tmp: str, out_path: Path, result: Agreement, threshold: float, 
 def make_int8(fp32_path: PathLike, out_path: PathLike, *, calib_source: Optional[PathLike] = None,
               target: str = "tensorrt", method: str = DEFAULT_METHOD, force: bool = False,
               fp16_fallback: bool = True, detector=None, max_persons: Optional[int] = None,
-              threshold: float = GATE_MIN_MEAN_OKS, progress: bool = True) -> Int8Report:
+              threshold: float = GATE_MIN_MEAN_OKS, progress: bool = True,
+              fallback_path: Optional[PathLike] = None) -> Int8Report:
     """Quantise ``fp32_path`` (an edgepose FP32 ONNX) to INT8 at ``out_path``, gated (module docstring).
 
     ``calib_source``: folder of photos, COCO keypoints .json, video or calibration-set .npz (None: the
     default public set, downloaded once). ``detector``: YoloxDetector or YOLOX .onnx path for folders
     and videos. Raises AccuracyGateError when the gate fails, ``force`` is off and ``fp16_fallback`` is off.
+    ``fallback_path``: where the FP16 fallback goes (default: :func:`fp16_path_for` ``out_path``).
     """
     from edgepose.calib import DEFAULT_MAX_PERSONS, load_calibration
 
@@ -131,7 +133,7 @@ def make_int8(fp32_path: PathLike, out_path: PathLike, *, calib_source: Optional
                                 "%s). Nothing was written; %s." % (
                                     fp32_path, result.summary(), threshold,
                                     result.worst_joints(meta.keypoints), advice))
-    path = _write_fp16(fp32_path, fp16_path_for(out_path))
+    path = _write_fp16(fp32_path, Path(fallback_path) if fallback_path is not None else fp16_path_for(out_path))
     reason = ("INT8 failed the accuracy gate (mean OKS agreement %.4f < %.3f; worst joints: %s), so the FP16 "
               "model was written instead; %s." % (result.mean_oks, threshold, result.worst_joints(meta.keypoints),
                                                   advice))

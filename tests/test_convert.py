@@ -1,5 +1,6 @@
 """The `edgepose convert` flow: variants, foreign sources, engine commands without TensorRT."""
 import json
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -9,6 +10,7 @@ pytest.importorskip("onnx")
 
 from edgepose.converters.convert import convert_model, variant_name  # noqa: E402
 from edgepose.errors import InputError  # noqa: E402
+import support  # noqa: E402
 from support import random_model  # noqa: E402
 from support import run_edgepose as edgepose  # noqa: E402
 
@@ -26,16 +28,36 @@ def test_variant_names():
 
 
 def test_fp16_variant_and_engine_command(tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
     proc = edgepose("convert", "mobile_pose_mobilenetv3_small", "--random-weights", "--fp16", "--engine",
-                    "--max-batch", "16", "-o", tmp_path / "small-fp16.onnx", home=tmp_path)
-    fp16, fp32 = tmp_path / "small-fp16.onnx", tmp_path / "mobile_pose_mobilenetv3_small-random.onnx"
-    assert fp16.exists() and fp32.exists()
-    assert meta_of(fp16)["edgepose.precision"] == "fp16" and meta_of(fp32)["edgepose.precision"] == "fp32"
+                    "--max-batch", "16", "-o", "small-fp16.onnx", home=tmp_path, cwd=work, check=False)
+    fp16 = work / "small-fp16.onnx"
+    assert meta_of(fp16)["edgepose.precision"] == "fp16"
+    assert sorted(p.name for p in work.iterdir()) == ["small-fp16.onnx"]  # no intermediate beside the output
     try:
         import tensorrt  # noqa: F401
-    except ImportError:
-        assert "trtexec --onnx=%s" % fp16 in proc.stdout and "--maxShapes=input:16x3x256x192" in proc.stdout
-        assert "edgepose convert %s --engine" % fp16 in proc.stdout
+    except ImportError:  # no engine delivered: the commands to build it on the device, and a failure
+        assert proc.returncode == 1 and "error: no TensorRT engine was built" in proc.stderr
+        assert "trtexec --onnx=small-fp16.onnx" in proc.stdout and "--maxShapes=input:16x3x256x192" in proc.stdout
+        assert "edgepose convert small-fp16.onnx --engine" in proc.stdout
+
+
+def test_int8_output_is_a_promise_even_when_the_gate_falls_back(tmp_path):
+    """-o FILE: FILE holds what was delivered (FP16 after a failed gate), said in the output and the metadata."""
+    work = tmp_path / "work"
+    work.mkdir()
+    proc = edgepose("convert", "mobile_pose_mobilenetv3_small", "--random-weights", "--int8", "--calib",
+                    support.DATA / "coco_kpt_mini" / "test_coco.json", "-o", "out/pose.onnx", home=tmp_path, cwd=work)
+    assert "Accuracy gate" in proc.stdout and "FAILED" in proc.stdout  # random weights cannot pass
+    assert "Wrote out/pose.onnx" in proc.stdout and "FP16)" in proc.stdout
+    assert "Delivered FP16, not the INT8 asked for: out/pose.onnx" in proc.stdout
+    assert meta_of(work / "out" / "pose.onnx")["edgepose.precision"] == "fp16"
+    assert [str(p.relative_to(work)) for p in sorted(work.rglob("*"))] == ["out", "out/pose.onnx"]
+    refused = edgepose("convert", "mobile_pose_mobilenetv3_small", "--random-weights", "--int8", "--no-fallback",
+                       "--calib", support.DATA / "coco_kpt_mini" / "test_coco.json", "-o", "strict.onnx",
+                       home=tmp_path, cwd=work, check=False)
+    assert refused.returncode == 1 and "accuracy gate" in refused.stderr and not (work / "strict.onnx").exists()
 
 
 def test_foreign_onnx_source_is_normalised(tmp_path):
@@ -63,10 +85,18 @@ def test_an_edgepose_model_is_used_as_is_for_variants(tmp_path):
     (dict(precision="int4"), "precision"),
     (dict(output="model.bin"), "-o must end"),
     (dict(output="model.engine"), "--engine"),
+    (dict(precision="int8", target="gpu"), "INT8 target"),
+    (dict(precision="int8", method="mse"), "calibration method"),
+    (dict(precision="int8", calib="no/such/photos"), "--calib no/such/photos does not exist"),
+    (dict(output="."), "is a folder"),
+    (dict(output="setup.py/model.onnx"), "is a file, not a folder"),
 ])
-def test_bad_requests_are_refused(kwargs, message):
+def test_bad_requests_are_refused_before_any_work(kwargs, message, tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGEPOSE_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
     with pytest.raises(InputError, match=message):
         convert_model("mobile_pose_mobilenetv3_small", random=True, **kwargs)
+    assert not (tmp_path / "home" / "models").exists() or not any((tmp_path / "home" / "models").iterdir())
 
 
 def test_cli_rejects_conflicting_flags(tmp_path):

@@ -46,6 +46,8 @@ def convert(
                                "(unsigned activations, fastest in ONNX Runtime on CPUs)."),
     method: Optional[str] = typer.Option(None, "--method", help="INT8 calibration: minmax, entropy or percentile."),
     force: bool = typer.Option(False, "--force", help="Keep INT8 even when it fails the accuracy gate."),
+    fallback: bool = typer.Option(True, "--fallback/--no-fallback", help="When INT8 fails the accuracy gate, deliver "
+                                  "FP16 (at -o FILE if given; said in the output and the metadata) or fail."),
     detector: Optional[Path] = typer.Option(None, "--detector", help="YOLOX ONNX used to find persons in --calib images/video."),
     engine: bool = typer.Option(False, "--engine", help="Also build a TensorRT engine (or print how to, without TensorRT)."),
     max_batch: int = typer.Option(32, "--max-batch", help="Largest person batch of the engine's profile."),
@@ -61,16 +63,24 @@ def convert(
         raise typer.BadParameter("--weights and --random-weights exclude each other")
     if fp16 and int8:
         raise typer.BadParameter("choose one of --fp16 and --int8")
-    if not int8 and (calib is not None or force or method is not None or target != "tensorrt"):
-        raise typer.BadParameter("--calib, --target, --method and --force belong to --int8")
+    if not int8 and (calib is not None or force or method is not None or target != "tensorrt" or not fallback):
+        raise typer.BadParameter("--calib, --target, --method, --force and --no-fallback belong to --int8")
     with err.status("converting %s ..." % source) as status:
         result = convert_model(source, output=output, precision="int8" if int8 else "fp16" if fp16 else "fp32",
                                weights=weights, random=random_weights, seed=seed, download=not no_download,
-                               calib=calib, target=target, method=method, force=force, detector=detector,
+                               calib=calib, target=target, method=method, force=force, fp16_fallback=fallback, detector=detector,
                                engine=engine, max_batch=max_batch, say=lambda line: status.update(line))
     for path in result.files:
-        out.print("Wrote [bold]%s[/] (%.1f MB)" % (path, path.stat().st_size / 1e6))
+        kind = ", " + result.precision.upper() if path == result.final and path.suffix == ".onnx" else ""
+        out.print("Wrote [bold]%s[/] (%.1f MB%s)" % (path, path.stat().st_size / 1e6, kind))
     for line in result.notes:
         out.print(line, highlight=False, markup=False)
     for command in result.engine_commands:
         out.print("  " + command, highlight=False, markup=False)
+    if engine and result.engine_commands:
+        err.print("error: no TensorRT engine was built (TensorRT is not installed here); the ONNX above is ready: "
+                  "run one of the commands above on the device", style="red", highlight=False)
+        raise typer.Exit(1)
+    if result.precision != ("int8" if int8 else "fp16" if fp16 else "fp32"):
+        out.print("Delivered %s, not the %s asked for: %s" % (result.precision.upper(), "INT8" if int8 else "FP16",
+                                                              result.final), highlight=False)
