@@ -257,3 +257,20 @@ def test_export_triton_fits_the_instance_kind_to_the_model(variants, tmp_path):
     proc = edgepose("export-triton", NAME, "-o", tmp_path / "repo2", "--instance-kind", "gpu", home=tmp_path,
                     check=False)
     assert proc.returncode == 1 and "CPU form of INT8" in proc.stderr and not (tmp_path / "repo2").exists()
+
+
+def test_cli_finds_trt_engines_and_answers_a_near_miss(variants, tmp_path):
+    models = tmp_path / "models"
+    models.mkdir()
+    place(models, variants["random"], "x.onnx")
+    source = place(tmp_path, variants["real-fp16"], "pose-fp16.onnx")
+    engine = fake_engine(models, source, name="pose-fp16.trt", precision="fp16")
+    rows = {r["file"]: r for r in json.loads(edgepose("models", "--json", home=tmp_path).stdout)}
+    assert rows["pose-fp16.trt"]["format"] == "engine" and rows["pose-fp16.trt"]["precision"] == "fp16"
+    proc = edgepose("predict", SOCCER, "-m", "x.o", home=tmp_path, check=False)
+    assert proc.returncode == 1 and "did you mean x.onnx" in proc.stderr and "Traceback" not in proc.stderr
+    proc = edgepose("bench", "pose", "--repeats", "1", home=tmp_path, check=False)  # no TensorRT here
+    assert "Using %s (fp16, TensorRT engine, real weights)" % engine in proc.stderr
+    assert proc.returncode == 1 and "TensorRT" in proc.stderr and "Traceback" not in proc.stderr
+    edgepose("models", "pose-fp16.trt", "--remove", "--yes", home=tmp_path)
+    assert sorted(p.name for p in models.iterdir()) == ["x.onnx"]  # the engine and its sidecar
