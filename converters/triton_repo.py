@@ -70,6 +70,11 @@ class ModelInfo:
     opt_batch: Optional[int] = None  # the batch an engine was tuned for
 
     @property
+    def cpu_form(self) -> bool:
+        """Whether this is the CPU form of an INT8 model (unsigned activations for ONNX Runtime's CPU kernels)."""
+        return self.metadata.get(PREFIX + "int8_target") == json.dumps("cpu")
+
+    @property
     def batchable(self) -> bool:
         """Whether every tensor has a dynamic first (batch) dimension."""
         return all(t.shape and t.shape[0] is None for t in self.inputs + self.outputs)
@@ -84,7 +89,7 @@ class Batching:
     preferred: Tuple[int, ...] = ()
     max_queue_delay_us: int = DEFAULT_QUEUE_DELAY_US
     instances: int = 1
-    kind: str = "gpu"  # gpu | cpu
+    kind: str = "auto"  # gpu | cpu | auto (see instance_kind)
 
 
 # ---------------------------------------------------------------- reading models
@@ -197,6 +202,25 @@ def _dims(shape: Sequence[Optional[int]]) -> List[int]:
     return [-1 if d is None else int(d) for d in shape]
 
 
+def instance_kind(info: ModelInfo, requested: str = "auto") -> str:
+    """Where Triton runs ``info``: ``requested`` (gpu, cpu), or for ``auto`` the kind its form fits:
+    cpu for the CPU form of INT8, else gpu. A kind the model does not fit is refused with the reason."""
+    if requested not in ("auto", "gpu", "cpu"):
+        raise InputError("instance kind must be 'auto', 'gpu' or 'cpu', got %r" % requested)
+    if info.platform == PLAN_PLATFORM:
+        if requested == "cpu":
+            raise InputError("%s is a TensorRT engine, which runs on a GPU only; use instance kind gpu" % info.path)
+        return "gpu"
+    if info.cpu_form:
+        if requested == "gpu":
+            raise InputError(
+                "%s is the CPU form of INT8 (unsigned activations, made for ONNX Runtime's CPU kernels), which GPU "
+                "instances do not run as INT8; use instance kind cpu, or convert with `--int8 --target tensorrt` "
+                "for GPU instances" % info.path)
+        return "cpu"
+    return "gpu" if requested == "auto" else requested
+
+
 def model_config(info: ModelInfo, name: str, batching: Batching = Batching()) -> Dict[str, Any]:
     """The Triton model configuration of ``info`` served as ``name`` (JSON form of model_config.proto).
 
@@ -208,10 +232,7 @@ def model_config(info: ModelInfo, name: str, batching: Batching = Batching()) ->
     check_name(name)
     if batching.instances < 1:
         raise InputError("instances must be at least 1, got %d" % batching.instances)
-    if batching.kind not in ("gpu", "cpu"):
-        raise InputError("instance kind must be 'gpu' or 'cpu', got %r" % batching.kind)
-    if batching.kind == "cpu" and info.platform == PLAN_PLATFORM:
-        raise InputError("%s is a TensorRT engine, which runs on a GPU only; use instance kind gpu" % info.path)
+    kind = instance_kind(info, batching.kind)
     if batching.max_queue_delay_us < 0:
         raise InputError("the max queue delay must be >= 0 microseconds, got %d" % batching.max_queue_delay_us)
     config: Dict[str, Any] = {"name": name, "platform": info.platform}
@@ -239,7 +260,7 @@ def model_config(info: ModelInfo, name: str, batching: Batching = Batching()) ->
     if info.batchable:
         config["dynamic_batching"] = {"preferred_batch_size": preferred,
                                       "max_queue_delay_microseconds": int(batching.max_queue_delay_us)}
-    config["instance_group"] = [{"count": int(batching.instances), "kind": "KIND_" + batching.kind.upper()}]
+    config["instance_group"] = [{"count": int(batching.instances), "kind": "KIND_" + kind.upper()}]
     if info.metadata:
         config["parameters"] = {k: {"string_value": v} for k, v in sorted(info.metadata.items())}
     return config
@@ -361,5 +382,6 @@ def write_repository(entries: Sequence[RepoEntry], repo: PathLike, overwrite: bo
         shutil.rmtree(str(staging), ignore_errors=True)
 
 
-__all__ = ["Batching", "ModelInfo", "RepoEntry", "TensorInfo", "check_name", "config_pbtxt", "model_config",
-           "plan_repository", "read_engine", "read_model", "read_onnx", "triton_name", "write_repository"]
+__all__ = ["Batching", "ModelInfo", "RepoEntry", "TensorInfo", "check_name", "config_pbtxt", "instance_kind",
+           "model_config", "plan_repository", "read_engine", "read_model", "read_onnx", "triton_name",
+           "write_repository"]

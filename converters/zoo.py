@@ -7,11 +7,10 @@ reachable as ``NAME:HASHTAG``. Figures: COCO val2017 OKS AP with ground-truth bo
 """
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
-from edgepose.errors import InputError
+from edgepose.errors import InputError, did_you_mean
 from edgepose.meta import IMAGENET_MEAN, IMAGENET_STD
 
 ALPHAPOSE_MEAN = (0.406, 0.457, 0.480)  # subtracted from R, G, B; AlphaPose divides by nothing
@@ -125,16 +124,20 @@ def list_models() -> List[ZooEntry]:
 
 
 def get_entry(name: str) -> ZooEntry:
-    """Look up ``NAME`` or ``NAME:HASHTAG`` (e.g. ``simple_pose_resnet18_v1b:ccd24037``)."""
+    """Look up ``NAME`` or ``NAME:HASHTAG``, NAME being the edgepose or the GluonCV name
+    (``simple_pose_resnet18_v1b:ccd24037`` and ``simple_pose_resnet18_v1b_128x96:ccd24037`` alike)."""
     base, _, tag = name.partition(":")
     if tag:
-        for entry in ZOO.values():
-            if entry.gluoncv_name == base and entry.hashtag == tag.lower():
+        named = [e for e in ZOO.values() if base in (e.name, e.gluoncv_name)]
+        for entry in named:
+            if entry.hashtag == tag.lower():
                 return entry
-        known = ["%s:%s" % (e.gluoncv_name, e.hashtag) for e in ZOO.values() if e.gluoncv_name == base]
-        raise InputError("no zoo weights %r; known for %s: %s" % (name, base, ", ".join(known) or "none"))
+        if not named:
+            raise InputError("unknown zoo model %r in %r%s; `edgepose zoo` lists all %d"
+                             % (base, name, did_you_mean(base, list(ZOO)), len(ZOO)))
+        known = ["%s:%s" % (base, e.hashtag) for e in named]
+        raise InputError("no zoo weights %r; known for %s: %s" % (name, base, ", ".join(known)))
     if name in ZOO:
         return ZOO[name]
-    close = difflib.get_close_matches(name, list(ZOO), n=3)
-    raise InputError("unknown zoo model %r%s; `edgepose zoo` lists all %d"
-                     % (name, " (did you mean %s?)" % " or ".join(close) if close else "", len(ZOO)))
+    raise InputError("unknown zoo model %r%s; `edgepose zoo` lists all %d" % (name, did_you_mean(name, list(ZOO)),
+                                                                            len(ZOO)))

@@ -10,7 +10,7 @@ from typing import List, Optional
 
 import typer
 
-from edgepose.commands import bench, convert, infer, triton, webcam
+from edgepose.commands import bench, convert, infer, models, triton, webcam
 from edgepose.commands.common import err
 from edgepose.errors import EdgeposeError
 
@@ -24,6 +24,7 @@ app.command()(bench.bench)
 app.command("export-triton")(triton.export_triton)
 app.command()(triton.serve)
 app.command()(webcam.webcam)
+app.command()(models.models)
 
 
 def main(argv: Optional[List[str]] = None) -> None:

@@ -1,4 +1,6 @@
 """The exceptions edgepose raises. Every message says what failed and what to do."""
+import difflib
+from typing import Iterable
 
 
 class EdgeposeError(Exception):
@@ -27,3 +29,9 @@ class DownloadError(EdgeposeError, OSError):
 
 class MissingDependencyError(EdgeposeError, ImportError):
     """An optional package needed for this feature is not installed."""
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    """`` (did you mean A or B?)`` for the names in ``candidates`` close to ``word``, else ``""``."""
+    close = difflib.get_close_matches(word, list(dict.fromkeys(candidates)), n=3)
+    return " (did you mean %s?)" % " or ".join(close) if close else ""

@@ -1,11 +1,10 @@
-"""Small file helpers: atomic writes and model lookup in the edgepose cache."""
+"""Small file helpers: atomic writes (model lookup lives in :mod:`edgepose.models`)."""
 import os
 import tempfile
 from pathlib import Path
 from typing import Union
 
-from edgepose.cache import cache_dir
-from edgepose.errors import ModelFileError
+from edgepose.models import resolve_model  # noqa: F401  (its former home; callers may import it from here)
 
 PathLike = Union[str, Path]
 
@@ -28,27 +27,3 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
             os.unlink(tmp)
         raise
     return path
-
-
-def resolve_model(spec: PathLike) -> str:
-    """A model file path, a ``triton://`` URL, or the newest conversion of a zoo name in the cache.
-
-    For a name, files ``<name>*.onnx|engine|plan`` in the model cache are considered; an INT8
-    conversion wins over FP16 over FP32, then the newest file.
-    """
-    text = str(spec)
-    if "://" in text or Path(text).is_file():
-        return text
-    if os.sep in text or text.endswith((".onnx", ".engine", ".plan")):
-        raise ModelFileError("model file %s does not exist" % text)
-    folder = cache_dir("models")
-    found = [p for p in folder.glob(text + "*") if p.suffix in (".onnx", ".engine", ".plan")
-             and (p.stem == text or p.stem[len(text)] in "-.")]
-    if not found:
-        raise ModelFileError("no model file %r and no conversion of that name in %s; make one with "
-                             "`edgepose convert %s` (add --random-weights to try it offline)" % (text, folder, text))
-
-    def rank(p: Path):
-        return ("int8" in p.name, "fp16" in p.name, p.stat().st_mtime)
-
-    return str(max(found, key=rank))

@@ -7,6 +7,7 @@ from the model's metadata into :attr:`Runtime.meta`.
 """
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
@@ -15,6 +16,7 @@ from edgepose.backends import Backend, open_backend
 from edgepose.decode import decode, merge_flip
 from edgepose.errors import InputError, ModelFileError
 from edgepose.meta import ModelMeta
+from edgepose.models import find_model, resolve_model, warn_if_random
 from edgepose.transforms import flip_batch, preprocess
 
 
@@ -45,8 +47,11 @@ class PoseResult:
 class Runtime:
     """Top-down pose estimation with one model.
 
-    ``model``: an ``.onnx`` file (ONNX Runtime), an engine (``.engine``/``.plan``, TensorRT) or a
-    ``triton://HOST:PORT/NAME`` URL; ``backend`` overrides the choice made from the name.
+    ``model``: an ``.onnx`` file (ONNX Runtime), an engine (``.engine``/``.plan``/``.trt``, TensorRT), a
+    ``triton://HOST:PORT/NAME`` URL, or a model name (zoo ``NAME`` or ``NAME:HASHTAG``) whose conversion
+    in the edgepose cache is chosen by ``precision`` (fp32, fp16, int8) and ``target`` (INT8: tensorrt,
+    cpu) and the default order of :mod:`edgepose.models`; :attr:`model` is the file used.
+    ``backend`` overrides the choice made from the file name.
     A model without edgepose metadata (a COCO-17 heatmap model from elsewhere) takes its input
     size from its input shape or ``input_size``, and ImageNet mean/std on RGB in [0, 1] unless
     ``mean``/``std``/``color_order`` say otherwise. Other keyword arguments go to the backend
@@ -54,17 +59,28 @@ class Runtime:
     """
 
     def __init__(self, model: str, backend: str = "auto", *,
+                 precision: Optional[str] = None, target: Optional[str] = None,
                  input_size: Optional[Tuple[int, int]] = None,
                  mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
                  color_order: Optional[str] = None, decoder: Optional[str] = None,
                  **backend_options: Any) -> None:
-        self.model = str(model)
+        self.model = self._resolve(str(model), precision, target)
         self.backend: Backend = open_backend(self.model, backend, **backend_options)
         try:
             self.meta = self._configure(input_size, mean, std, color_order, decoder)
         except Exception:
             self.backend.close()
             raise
+
+    @staticmethod
+    def _resolve(model: str, precision: Optional[str], target: Optional[str]) -> str:
+        """The file (or URL) ``model`` means; a name that resolves to random weights warns."""
+        if "://" in model:
+            return resolve_model(model, precision, target)
+        conversion = find_model(model, precision, target)
+        if not Path(model).expanduser().is_file():  # chosen by name
+            warn_if_random(conversion)
+        return str(conversion.path)
 
     def _configure(self, input_size: Optional[Tuple[int, int]], mean: Optional[Sequence[float]],
                    std: Optional[Sequence[float]], color_order: Optional[str],

@@ -24,7 +24,7 @@ from edgepose.converters.triton_repo import (
     DEFAULT_MAX_BATCH, DEFAULT_QUEUE_DELAY_US, Batching, check_name, model_config, read_onnx, triton_name,
 )
 from edgepose.errors import InputError, MissingDependencyError
-from edgepose.fileio import resolve_model
+from edgepose.models import resolve_model
 
 PathLike = Union[str, Path]
 ALL_INTERFACES = ("", "0.0.0.0", "::")

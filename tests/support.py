@@ -44,6 +44,25 @@ def random_model(name: str, seed: int = 0) -> Path:
     return path
 
 
+def fake_engine(folder: Path, onnx_path: Path, *, name: Optional[str] = None, precision: str = "fp16",
+                **extra: object) -> Path:
+    """An engine file (``name``, default ONNX stem + .engine) in ``folder`` with the sidecar the TensorRT
+    build writes (made by its own function, for TensorRT 8.6.1 on a V100, batches 1/4/16); the plan
+    bytes are opaque to everything that runs without TensorRT, which only copies or lists them."""
+    from edgepose.converters.tensorrt_build import inspect_onnx, make_sidecar, plan_precision, write_engine
+
+    info = inspect_onnx(onnx_path)
+    engine = folder / (name or Path(onnx_path).stem + ".engine")
+    data = b"serialized TensorRT plan"
+    sidecar = make_sidecar(
+        engine_path=engine, engine_bytes=data, onnx_path=onnx_path, onnx_sha256="0" * 64, info=info,
+        plan=plan_precision(precision, info, "8.6.1"), trt_version="8.6.1", gpu_name="Tesla V100-SXM2-16GB",
+        compute_capability="7.0", cuda_runtime="12.2", input_shape=(None, 3, 256, 192), min_batch=1,
+        opt_batch=4, max_batch=16, workspace_mb=1024, dla_core=None, gpu_fallback=True, timing_cache=None)
+    sidecar.update(extra)
+    return write_engine(engine, data, sidecar)
+
+
 def closed_port() -> int:
     """A loopback port nobody listens on (bound to an ephemeral port, then closed): connections are refused."""
     with socket.socket() as sock:

@@ -5,7 +5,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from support import DATA, random_model
+from support import DATA, fake_engine, random_model
 from support import run_edgepose as edgepose
 
 onnx = pytest.importorskip("onnx", reason="export-triton reads models with onnx (edgepose[convert])")
@@ -112,23 +112,6 @@ def test_text_and_json_forms_are_the_same_config(tmp_path, pose_model):
     assert json.loads(text_format.Parse(config_pbtxt(model_config(read_onnx(path), "odd")),
                                         model_config_pb2.ModelConfig()).parameters["edgepose.keypoints"]
                       .string_value)[:3] == odd[:3]
-
-
-def fake_engine(tmp_path, onnx_path, **extra):
-    """An engine file with the sidecar the TensorRT build writes (made by its own function); the
-    plan bytes are opaque to the repository writer, which only copies them."""
-    from edgepose.converters.tensorrt_build import inspect_onnx, make_sidecar, plan_precision, write_engine
-
-    info = inspect_onnx(onnx_path)
-    engine = tmp_path / (Path(onnx_path).stem + ".engine")
-    data = b"serialized TensorRT plan"
-    sidecar = make_sidecar(
-        engine_path=engine, engine_bytes=data, onnx_path=onnx_path, onnx_sha256="0" * 64, info=info,
-        plan=plan_precision("fp16", info, "8.6.1"), trt_version="8.6.1", gpu_name="Tesla V100-SXM2-16GB",
-        compute_capability="7.0", cuda_runtime="12.2", input_shape=(None, 3, 256, 192), min_batch=1,
-        opt_batch=4, max_batch=16, workspace_mb=1024, dla_core=None, gpu_fallback=True, timing_cache=None)
-    sidecar.update(extra)
-    return write_engine(engine, data, sidecar)
 
 
 def test_engine_gets_a_tensorrt_plan_entry(tmp_path, pose_model):

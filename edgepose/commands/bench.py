@@ -7,11 +7,13 @@ import typer
 from rich import box
 from rich.table import Table
 
-from edgepose.commands.common import err, out, print_table
+from edgepose.commands.common import err, out, precision_option, print_table, target_option, use_model
 
 
 def bench(
     models: List[str] = typer.Argument(..., help="Model files (e.g. the FP32, FP16 and INT8 variants) or converted zoo names."),
+    precision: Optional[str] = precision_option(),
+    target: Optional[str] = target_option(),
     backend: str = typer.Option("auto", "--backend", help="auto, onnxruntime, tensorrt or triton."),
     batch: str = typer.Option("1,8,32", "--batch", help="Comma-separated person counts per call."),
     repeats: int = typer.Option(20, "--repeats", help="Timed calls per batch size (the median is reported)."),
@@ -23,7 +25,7 @@ def bench(
     """Time Runtime.estimate on a 1080p frame: pre-processing, inference, post-processing."""
     from edgepose.bench import measure
     from edgepose.errors import InputError
-    from edgepose.fileio import atomic_write_bytes, resolve_model
+    from edgepose.fileio import atomic_write_bytes
     from edgepose.runtime import Runtime
 
     try:
@@ -39,7 +41,7 @@ def bench(
         table.add_column(col, justify="left" if col in ("model", "precision", "backend") else "right", no_wrap=True)
     rows = []
     for spec in models:
-        path = resolve_model(spec)
+        path = use_model(spec, precision, target)
         with Runtime(path, backend, **options) as rt:
             for size in sizes:
                 with err.status("%s batch %d ..." % (Path(path).name, size)):

@@ -7,7 +7,9 @@ import typer
 from rich import box
 from rich.table import Table
 
-from edgepose.commands.common import err, out, print_table, require
+from edgepose.commands.common import (
+    err, out, precision_option, print_table, require, target_option, use_model, warn_random_weights,
+)
 
 
 def _read_image(path: Path):
@@ -48,6 +50,8 @@ def _load_boxes(path: Path, images: List[Path]) -> dict:
 def predict(
     images: List[Path] = typer.Argument(..., help="Images to run on."),
     model: str = typer.Option(..., "--model", "-m", help="Model file (.onnx/.engine), triton:// URL, or a converted zoo name."),
+    precision: Optional[str] = precision_option(),
+    target: Optional[str] = target_option(),
     detector: Optional[Path] = typer.Option(None, "--detector", help="YOLOX ONNX person detector (default: YOLOX-Nano, downloaded once)."),
     boxes: Optional[Path] = typer.Option(None, "--boxes", help="JSON person boxes instead of a detector."),
     flip: bool = typer.Option(False, "--flip", help="Flip-test ensemble (GluonCV's validation; 2x compute)."),
@@ -62,12 +66,12 @@ def predict(
 
     from edgepose.coco import result_records
     from edgepose.draw import draw_poses
-    from edgepose.fileio import atomic_write_bytes, resolve_model
+    from edgepose.fileio import atomic_write_bytes
     from edgepose.runtime import Runtime
 
     if detector is not None and boxes is not None:
         raise typer.BadParameter("give --detector or --boxes, not both")
-    runtime = Runtime(resolve_model(model))
+    runtime = Runtime(use_model(model, precision, target))
     given = _load_boxes(boxes, images) if boxes is not None else None
     if given is None:
         from edgepose.detector import YoloxDetector, default_detector_path
@@ -86,12 +90,16 @@ def predict(
     json_path = json_path or output_dir / "keypoints.json"
     atomic_write_bytes(json_path, json.dumps(records).encode())
     out.print("Wrote %s (%d persons)%s" % (json_path, len(records), " and annotated images in %s" % output_dir if draw else ""))
+    if runtime.meta.random_weights:
+        warn_random_weights(runtime.model)
 
 
 def evaluate(
     ann: Path = typer.Option(..., "--ann", help="COCO person_keypoints annotation file."),
     images: Path = typer.Option(..., "--images", help="Folder holding the annotated images."),
     model: str = typer.Option(..., "--model", "-m", help="Model file, triton:// URL, or a converted zoo name."),
+    precision: Optional[str] = precision_option(),
+    target: Optional[str] = target_option(),
     flip: bool = typer.Option(False, "--flip", help="Flip-test ensemble, as GluonCV's 'AP flip' column."),
     dets: Optional[Path] = typer.Option(None, "--dets", help="COCO detection results to use instead of GT boxes."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the keypoint results here."),
@@ -101,10 +109,10 @@ def evaluate(
     from rich.progress import Progress
 
     from edgepose.coco import STAT_NAMES, evaluate as coco_evaluate, load_coco, predict_coco
-    from edgepose.fileio import atomic_write_bytes, resolve_model
+    from edgepose.fileio import atomic_write_bytes
     from edgepose.runtime import Runtime
 
-    runtime = Runtime(resolve_model(model))
+    runtime = Runtime(use_model(model, precision, target))
     det_list = json.loads(dets.read_text()) if dets is not None else None
     total = len(load_coco(ann).getImgIds())
     with Progress(console=err, transient=True) as bar:
@@ -121,4 +129,4 @@ def evaluate(
     table.add_row(*("%.3f" % stats[n] for n in STAT_NAMES))
     print_table(table)
     if runtime.meta.random_weights:
-        err.print("note: %s has random weights; these figures only prove the plumbing" % runtime.model)
+        warn_random_weights(runtime.model)

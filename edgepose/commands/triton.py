@@ -6,7 +6,7 @@ import typer
 from rich import box
 from rich.table import Table
 
-from edgepose.commands.common import out, print_table, require
+from edgepose.commands.common import out, precision_option, print_table, require, target_option, use_model
 
 MAX_BATCH_HELP = "Largest batch Triton forms (default: an engine's limit, else 32)."
 PREFERRED_HELP = "Preferred batch size of the dynamic batcher; repeat for several (default: 8 or the engine's optimum, and the max batch)."
@@ -16,20 +16,21 @@ DELAY_HELP = "How long a request may wait in the queue for others to batch with,
 def export_triton(
     models: List[str] = typer.Argument(..., help="Models: .onnx files, engines (.engine/.plan with their .json sidecar), or converted zoo names."),
     output: Path = typer.Option(..., "-o", "--output", help="The Triton model repository folder (created if needed)."),
+    precision: Optional[str] = precision_option(),
+    target: Optional[str] = target_option(),
     detector: bool = typer.Option(False, "--detector", help="Add the YOLOX-Nano person detector (downloaded once); any other detector .onnx can be given as a MODEL."),
     max_batch: Optional[int] = typer.Option(None, "--max-batch", help=MAX_BATCH_HELP),
     preferred: Optional[List[int]] = typer.Option(None, "--preferred-batch", help=PREFERRED_HELP),
     max_queue_delay_us: int = typer.Option(1000, "--max-queue-delay-us", help=DELAY_HELP),
     instances: int = typer.Option(1, "--instances", help="Model instances Triton runs in parallel."),
-    instance_kind: str = typer.Option("gpu", "--instance-kind", help="Where instances run: gpu or cpu (engines: gpu only)."),
+    instance_kind: str = typer.Option("auto", "--instance-kind", help="Where instances run: gpu, cpu, or auto (cpu for a CPU-form INT8 model, else gpu; engines: gpu only)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace models of the same name already in the repository."),
 ) -> None:
     """Write a Triton model repository: NAME/config.pbtxt and NAME/1/model.onnx (or NAME-trt/1/model.plan)."""
     require("onnx", "convert")
     from edgepose.converters.triton_repo import Batching, plan_repository, write_repository
-    from edgepose.fileio import resolve_model
 
-    paths = [resolve_model(m) for m in models]
+    paths = [use_model(m, precision, target) for m in models]
     if detector:
         from edgepose.detector import default_detector_path
 
@@ -54,6 +55,8 @@ def export_triton(
 
 def serve(
     model: str = typer.Argument(..., help="ONNX pose model file or converted zoo name."),
+    precision: Optional[str] = precision_option(),
+    target: Optional[str] = target_option(),
     name: Optional[str] = typer.Option(None, "--name", help="Model name on the server (default: the file stem)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on; 0.0.0.0 for every interface."),
     port: int = typer.Option(8000, "--port", help="HTTP port (the one clients name in triton://HOST:PORT/NAME)."),
@@ -70,9 +73,9 @@ def serve(
     from edgepose.cache import cache_dir
     from edgepose.serve import PoseServer
 
-    server = PoseServer(model, name=name, host=host, port=port, grpc_port=grpc_port, metrics_port=metrics_port,
-                        max_batch=max_batch, preferred=preferred or (), max_queue_delay_us=max_queue_delay_us,
-                        instances=instances, threads=threads, log_file=log_file)
+    server = PoseServer(use_model(model, precision, target), name=name, host=host, port=port, grpc_port=grpc_port,
+                        metrics_port=metrics_port, max_batch=max_batch, preferred=preferred or (),
+                        max_queue_delay_us=max_queue_delay_us, instances=instances, threads=threads, log_file=log_file)
     if log_file is None:
         server.log_file = cache_dir("logs") / ("triton-%s.log" % server.name)
 

@@ -6,21 +6,22 @@ from typing import Optional
 
 import typer
 
-from edgepose.commands.common import err, out
+from edgepose.commands.common import err, out, precision_option, target_option, use_model, warn_random_weights
 
 DEFAULT_MODEL = "mobile_pose_mobilenetv3_small"
 
 
-def _pose_model(model: Optional[str]) -> str:
-    """--model, or the newest conversion of the default model in the cache."""
+def _pose_model(model: Optional[str], precision: Optional[str], target: Optional[str]) -> str:
+    """--model, or the default model's conversion in the cache chosen by --precision/--target."""
     from edgepose.errors import ModelFileError
-    from edgepose.fileio import resolve_model
 
     if model is not None:
-        return resolve_model(model)
+        return use_model(model, precision, target)
     try:
-        return resolve_model(DEFAULT_MODEL)
+        return use_model(DEFAULT_MODEL, precision, target)
     except ModelFileError as e:
+        if precision or target:  # the conversion asked for is missing: that error says which
+            raise
         raise ModelFileError(
             "no pose model given and no %s conversion in the edgepose cache yet: make it with "
             "`edgepose convert %s` (add --random-weights to try the plumbing offline), or pass "
@@ -38,7 +39,9 @@ def _interrupt_on_sigterm() -> None:
 
 def webcam(
     source: str = typer.Option("0", "--source", "-s", help="Camera index, video file, rtsp://, http:// URL, or a GStreamer pipeline string."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Pose model file or converted zoo name (default: newest mobile_pose_mobilenetv3_small conversion, INT8 first)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Pose model file or converted zoo name (default: mobile_pose_mobilenetv3_small; --precision int8 --target cpu is fastest on CPUs)."),
+    precision: Optional[str] = precision_option(),
+    target: Optional[str] = target_option(),
     detector: Optional[Path] = typer.Option(None, "--detector", help="YOLOX ONNX person detector (default: YOLOX-Nano, downloaded once)."),
     detect_every: int = typer.Option(5, "--detect-every", min=1, help="Run the detector every N frames; in between, boxes follow the keypoints."),
     flip: bool = typer.Option(False, "--flip", help="Flip-test ensemble (2x pose compute)."),
@@ -73,7 +76,7 @@ def webcam(
     from edgepose.video import window_problem
 
     one_euro = OneEuroFilter(min_cutoff, beta, d_cutoff)
-    model_path = _pose_model(model)
+    model_path = _pose_model(model, precision, target)
     runtime = Runtime(model_path, threads=threads)
     det_path = detector if detector is not None else default_detector_path()
     det = YoloxDetector(det_path, score_thresh=box_thresh, intra_op_threads=detector_threads)
@@ -91,9 +94,8 @@ def webcam(
     err.print("pose model %s (%s, %s), detector %s every %d frame%s; source %s%s" % (
         model_path, runtime.meta.name, runtime.meta.precision, det_path, detect_every, "" if detect_every == 1 else "s",
         source, "" if show else " (headless)"), highlight=False, markup=False)
-    if runtime.meta.random_weights:
-        err.print("note: %s has random weights: the poses are noise (convert with real weights)" % model_path,
-                  highlight=False, markup=False)
+    if runtime.meta.random_weights and "://" in model_path:  # a file's weights were announced by use_model
+        warn_random_weights(model_path)
     _interrupt_on_sigterm()
     summary = session.run()
     stages = ", ".join("%s %.1f" % (k, summary.timings[k]) for k in STAGES)
