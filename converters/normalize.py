@@ -1,12 +1,14 @@
 """Top-down heatmap ONNX models from elsewhere, brought to the form of a zoo export.
 
 :func:`normalize_foreign` takes a model with one (N, 3, H, W) image input and one (N, K, h, w)
-heatmap output as another exporter left it (opset 8 or newer, a fixed batch of 1, BatchNorm not
-folded, weights held by Constant nodes or listed as graph inputs, no edgepose metadata) and returns
-what :func:`edgepose.converters.export.build_onnx` would have produced: opset
-:data:`~edgepose.converters.graph.OPSET`, BatchNorm folded into the (de)convolution before it,
-a dynamic batch dimension, checked shapes and edgepose metadata. From there it is treated exactly
-like a zoo export (FP16, INT8, TensorRT).
+heatmap output as another exporter left it (opset 7 or newer, IR 3, a fixed batch of 1, BatchNorm
+not folded, also in the ``spatial=0`` form of MXNet's exporter, ``Clip`` with ``min``/``max``
+attributes, weights held by Constant nodes or listed as graph inputs, no edgepose metadata) and
+returns what :func:`edgepose.converters.export.build_onnx` would have produced: opset
+:data:`~edgepose.converters.graph.OPSET`, BatchNorm folded into the (de)convolution before it (one
+that follows no (de)convolution, e.g. on the input, becomes a per-channel Mul + Add), both before
+the opset upgrade, a dynamic batch dimension, checked shapes and edgepose metadata. From there it
+is treated exactly like a zoo export (FP16, INT8, TensorRT).
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ from edgepose.meta import ModelMeta
 log = logging.getLogger(__name__)
 PathLike = Union[str, Path]
 #: The oldest opset the ONNX version converter takes a model from, as edgepose supports it.
-MIN_OPSET = 8
+MIN_OPSET = 7
 #: IR version of every model edgepose writes (readable by onnxruntime >= 1.10 and TensorRT 8.5).
 IR_VERSION = 8
 BATCH = "batch"
@@ -126,9 +128,27 @@ def _image_io(graph: onnx.GraphProto, label: str) -> onnx.ValueInfoProto:
     return inputs[0]
 
 
+def _inference_batchnorm(node: onnx.NodeProto, inits: Dict[str, onnx.TensorProto]) -> bool:
+    """Whether ``node`` is an inference-mode BatchNormalization with constant parameters."""
+    return (node.op_type == "BatchNormalization" and node.domain in ("", "ai.onnx") and not any(node.output[1:])
+            and not any(a.name == "training_mode" and a.i for a in node.attribute)
+            and all(name in inits for name in node.input[1:5]))
+
+
+def _batchnorm_scale_shift(bn: onnx.NodeProto, inits: Dict[str, onnx.TensorProto]) -> Tuple[np.ndarray, np.ndarray]:
+    """(scale, shift) in float64 with y = x * scale + shift, in the shape of the BN parameters."""
+    gamma, beta, mean, var = (numpy_helper.to_array(inits[n]).astype(np.float64) for n in bn.input[1:5])
+    eps = next((a.f for a in bn.attribute if a.name == "epsilon"), 1e-5)
+    scale = gamma / np.sqrt(var + eps)
+    return scale, beta - mean * scale
+
+
 def fold_batchnorm(graph: onnx.GraphProto) -> int:
     """Fold every inference BatchNormalization that alone reads a Conv/ConvTranspose output into that
-    node's weight and bias (float64 arithmetic, stored in the weight's dtype). Returns how many."""
+    node's weight and bias (float64 arithmetic, stored in the weight's dtype). Returns how many.
+
+    Only per-channel parameters (shape (C,)) are folded; their meaning does not depend on the
+    ``spatial`` attribute of opsets 7-8, which MXNet's exporter sets to 0."""
     inits = {i.name: i for i in graph.initializer}
     producer = {o: n for n in graph.node for o in n.output}
     readers: Dict[str, int] = {}
@@ -140,13 +160,11 @@ def fold_batchnorm(graph: onnx.GraphProto) -> int:
     for k, bn in enumerate(graph.node):
         conv = producer.get(bn.input[0]) if bn.op_type == "BatchNormalization" else None
         if (conv is None or conv.op_type not in ("Conv", "ConvTranspose") or readers[bn.input[0]] != 1
-                or bn.input[0] in outputs or any(bn.output[1:])
-                or any(a.name == "training_mode" and a.i for a in bn.attribute)
-                or not all(name in inits for name in list(bn.input[1:5]) + list(conv.input[1:]) if name)):
+                or bn.input[0] in outputs or not _inference_batchnorm(bn, inits)
+                or not all(name in inits for name in conv.input[1:] if name)
+                or any(len(inits[n].dims) != 1 for n in bn.input[1:5])):
             continue
-        gamma, beta, mean, var = (numpy_helper.to_array(inits[n]).astype(np.float64) for n in bn.input[1:5])
-        eps = next((a.f for a in bn.attribute if a.name == "epsilon"), 1e-5)
-        scale = gamma / np.sqrt(var + eps)
+        scale, shift = _batchnorm_scale_shift(bn, inits)
         weight_init = inits[conv.input[1]]
         w = numpy_helper.to_array(weight_init)
         group = next((a.i for a in conv.attribute if a.name == "group"), 1)
@@ -160,7 +178,7 @@ def fold_batchnorm(graph: onnx.GraphProto) -> int:
         b = numpy_helper.to_array(inits[conv.input[2]]).astype(np.float64) if has_bias else np.zeros_like(scale)
         base = conv.name or conv.output[0]
         new_w = numpy_helper.from_array(folded_w.astype(w.dtype), base + ".weight_bn_folded")
-        new_b = numpy_helper.from_array((b * scale + beta - mean * scale).astype(w.dtype),
+        new_b = numpy_helper.from_array((b * scale + shift).astype(w.dtype),
                                         base + ".bias_bn_folded")
         graph.initializer.extend([new_w, new_b])
         conv.input[:] = [conv.input[0], new_w.name, new_b.name]
@@ -171,6 +189,39 @@ def fold_batchnorm(graph: onnx.GraphProto) -> int:
     graph.node.extend(nodes)
     remove_unused_initializers(graph)
     return len(folded)
+
+
+def batchnorm_to_mul_add(graph: onnx.GraphProto) -> int:
+    """Replace every inference BatchNormalization left (one that reads no Conv/ConvTranspose output
+    alone, e.g. on the input) by ``x * scale + shift`` with constants computed in float64, stored in the
+    parameters' dtype and shaped to broadcast over (N, C, ...): (1, C, 1, 1) for per-channel
+    parameters of a 4-D tensor, (1, C, H, W) for the per-activation ones of ``spatial=0``.
+    Every runtime runs Mul and Add; ONNX Runtime's own kernel refuses ``spatial=0`` unless it fuses
+    the node away. Returns how many."""
+    inits = {i.name: i for i in graph.initializer}
+    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in list(graph.input) + list(graph.value_info)
+             if v.type.tensor_type.HasField("shape")}
+    nodes, count = [], 0
+    for bn in graph.node:
+        if not _inference_batchnorm(bn, inits):
+            nodes.append(bn)
+            continue
+        scale, shift = _batchnorm_scale_shift(bn, inits)
+        dtype = numpy_helper.to_array(inits[bn.input[1]]).dtype
+        shape = (1,) + scale.shape + (1,) * max(0, ranks.get(bn.input[0], 4) - 1 - scale.ndim)
+        base = bn.name or bn.output[0]
+        constants = [numpy_helper.from_array(a.reshape(shape).astype(dtype), base + suffix)
+                     for a, suffix in ((scale, ".bn_scale"), (shift, ".bn_shift"))]
+        graph.initializer.extend(constants)
+        nodes += [helper.make_node("Mul", [bn.input[0], constants[0].name], [base + ".bn_scaled"],
+                                   name=base + "/mul"),
+                  helper.make_node("Add", [base + ".bn_scaled", constants[1].name], [bn.output[0]],
+                                   name=base + "/add")]
+        count += 1
+    del graph.node[:]
+    graph.node.extend(nodes)
+    remove_unused_initializers(graph)
+    return count
 
 
 def _check_reshapes(graph: onnx.GraphProto, image: str, label: str) -> None:
@@ -263,12 +314,14 @@ def normalize_foreign(model_or_path: Union[onnx.ModelProto, PathLike], *, name: 
     model = _checked(model, label, "as given", strict=False)  # fills in undeclared output shapes
     image = _image_io(model.graph, label)
     model.ir_version = IR_VERSION  # initialisers need not be graph inputs from IR 4 on
+    # BatchNorm goes before the opset upgrade: the converter refuses the spatial=0 of MXNet's exporter
+    _constants_to_initializers(model.graph)
+    folded = fold_batchnorm(model.graph)
+    affine = batchnorm_to_mul_add(model.graph)
+    log.info("%s: %d BatchNormalization folded, %d made Mul + Add (not after a Conv)", label, folded, affine)
     model = _upgrade_opset(model, label)
     graph = model.graph
-    _constants_to_initializers(graph)
-    folded = fold_batchnorm(graph)
-    left = sum(n.op_type == "BatchNormalization" for n in graph.node)
-    log.info("%s: %d BatchNormalization folded, %d kept (not after a Conv)", label, folded, left)
+    _constants_to_initializers(graph)  # the converter turns Clip's min/max attributes into Constant nodes
     _check_reshapes(graph, image.name, label)
     _set_batch(graph.input[0])
     _set_batch(graph.output[0])

@@ -1,6 +1,6 @@
 """ONNX Runtime backend: the embedded default (CPU; CUDA/TensorRT providers when available)."""
 import os
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -19,6 +19,12 @@ def _ort():
             "the onnxruntime backend needs the package onnxruntime (or onnxruntime-gpu on NVIDIA "
             "devices): pip install onnxruntime") from e
     return onnxruntime
+
+
+def _ort_errors(ort) -> Tuple[type, ...]:
+    """The exception classes ONNX Runtime raises (they share no base class but Exception)."""
+    state = ort.capi.onnxruntime_pybind11_state
+    return tuple(v for v in vars(state).values() if isinstance(v, type) and issubclass(v, Exception))
 
 
 def default_providers() -> List[str]:
@@ -64,9 +70,22 @@ class OnnxRuntimeBackend(Backend):
         self.max_batch = self.input_shape[0]
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         self.providers = self.session.get_providers()
+        self.model_path = model_path
+        self._version = ort.__version__
+        self._errors = _ort_errors(ort)
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run([self.output_name], {self.input_name: batch})[0]
+        try:
+            return self.session.run([self.output_name], {self.input_name: batch})[0]
+        except self._errors as e:  # the batch was checked by run(): the model holds what this ORT cannot run
+            path = self.model_path
+            fixed = os.path.splitext(path)[0] + "-edgepose.onnx"
+            raise ModelFileError(
+                "ONNX Runtime %s cannot run %s: %s. The model uses a form this ONNX Runtime does not execute "
+                "(e.g. BatchNormalization with spatial=0 from MXNet's ONNX exporter). Bring it to edgepose's "
+                "form where the onnx package is installed (pip install 'edgepose[convert]'): "
+                "`edgepose convert %s -o %s`, then load %s."
+                % (self._version, path, str(e).strip().splitlines()[0], path, fixed, fixed)) from e
 
     def _close(self) -> None:
         del self.session
