@@ -16,7 +16,8 @@ DELAY_HELP = "How long a request may wait in the queue for others to batch with,
 def export_triton(
     models: List[str] = typer.Argument(..., help="Models: .onnx files, engines (.engine/.plan with their .json sidecar), or converted zoo names."),
     output: Path = typer.Option(..., "-o", "--output", help="The Triton model repository folder (created if needed)."),
-    detector: bool = typer.Option(False, "--detector", help="Add the YOLOX-Nano person detector (downloaded once); any other detector .onnx can be given as a MODEL."),
+    detector: bool = typer.Option(False, "--detector", help="Add the person detector: $EDGEPOSE_DETECTOR, else a YOLOX .onnx in the cache's detectors/ folder, else YOLOX-Nano (downloaded once)."),
+    detector_file: Optional[Path] = typer.Option(None, "--detector-file", help="Add this YOLOX .onnx as the person detector (implies --detector)."),
     max_batch: Optional[int] = typer.Option(None, "--max-batch", help=MAX_BATCH_HELP),
     preferred: Optional[List[int]] = typer.Option(None, "--preferred-batch", help=PREFERRED_HELP),
     max_queue_delay_us: int = typer.Option(1000, "--max-queue-delay-us", help=DELAY_HELP),
@@ -30,10 +31,11 @@ def export_triton(
     from edgepose.fileio import resolve_model
 
     paths = [resolve_model(m) for m in models]
-    if detector:
-        from edgepose.detector import default_detector_path
+    if detector or detector_file is not None:
+        from edgepose.detector import YoloxDetector, default_detector_path
 
-        paths.append(str(default_detector_path()))
+        det_path = detector_file if detector_file is not None else default_detector_path(option="--detector-file FILE")
+        paths.append(str(YoloxDetector(det_path).model_path))  # refuses a file that is not a YOLOX detector
     entries = plan_repository(paths, Batching(max_batch, tuple(preferred or ()), max_queue_delay_us, instances,
                                               instance_kind.lower()))
     write_repository(entries, output, overwrite=overwrite)
