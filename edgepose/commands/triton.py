@@ -81,11 +81,11 @@ def serve(
     def ready(s: PoseServer) -> None:
         batching = s.config.get("dynamic_batching", {})
         out.print("Serving %s at %s (HTTP %d, gRPC %d, metrics %d); max batch %d, preferred %s, queue delay %d us, "
-                  "%d instance%s; log %s. Ctrl-C or SIGTERM stops it."
+                  "%d instance%s; log %s; readiness probe GET %s. Ctrl-C or SIGTERM stops it."
                   % (s.model_path, s.url, s.ports["http"], s.ports["grpc"], s.ports["metrics"],
                      s.config["max_batch_size"], batching.get("preferred_batch_size"),
                      batching.get("max_queue_delay_microseconds", 0), instances, "" if instances == 1 else "s",
-                     s.log_file), highlight=False)
+                     s.log_file, s.ready_url), highlight=False)
 
     server.serve_forever(on_ready=ready)
     out.print("Stopped.")
