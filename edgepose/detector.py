@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 
-from edgepose.cache import cache_dir
+from edgepose.cache import cache_dir, cache_root
 from edgepose.download import download as download_file
 from edgepose.errors import InputError, InputTypeError, ModelFileError
 
@@ -28,10 +28,9 @@ YOLOX_RELEASE_URL = "https://github.com/Megvii-BaseDetection/YOLOX/releases/down
 #: SHA-256 of the official 0.1.1rc0 ``yolox_nano.onnx`` release asset (3,659,407 bytes).
 YOLOX_NANO_SHA256 = "c789161ed43c8269fcd4e67c67eeeb4e80c622da2eb296a20bc6007bd18a0b7d"
 
-_GET_IT = (
-    f"Download {YOLOX_NANO_FILE} from https://github.com/Megvii-BaseDetection/YOLOX/releases "
-    "(or export one with YOLOX's tools/export_onnx.py) and pass it with --detector FILE."
-)
+#: Environment variable naming the YOLOX .onnx to use when a command is given none.
+DETECTOR_ENV = "EDGEPOSE_DETECTOR"
+YOLOX_RELEASES = "https://github.com/Megvii-BaseDetection/YOLOX/releases"
 
 
 def letterbox(image: np.ndarray, size: Tuple[int, int]) -> Tuple[np.ndarray, float]:
@@ -195,7 +194,7 @@ def _open_session(
     if not path.is_file():
         raise ModelFileError(
             f"YOLOX model file not found: {path}. Pass the path of a YOLOX .onnx file, e.g. "
-            f"{YOLOX_NANO_FILE} from https://github.com/Megvii-BaseDetection/YOLOX/releases."
+            f"{YOLOX_NANO_FILE} from {YOLOX_RELEASES}."
         )
     options = ort.SessionOptions()
     if threads is not None:
@@ -228,27 +227,64 @@ def download_yolox_nano(
     base_url: Optional[str] = None,
     timeout: float = 15.0,
     sha256: str = YOLOX_NANO_SHA256,
+    option: str = "--detector FILE",
 ) -> Path:
-    """Download the official YOLOX-Nano ONNX (416x416, COCO-80) and check its SHA-256.
+    """Download the official YOLOX-Nano ONNX (416x416, COCO-80) with a progress bar and check its SHA-256.
 
     ``dest_dir`` defaults to ``cache_dir("detectors")``. ``base_url`` (else
     ``$EDGEPOSE_YOLOX_URL``, else the YOLOX 0.1.1rc0 release) is the folder URL the file name
     ``yolox_nano.onnx`` is appended to; a mirror must serve the same file, or pass its ``sha256``.
+    ``option``: how the calling command takes a detector file, named in the offline advice.
     Raises DownloadError; returns the file's path.
     """
     base = base_url or os.environ.get("EDGEPOSE_YOLOX_URL") or YOLOX_RELEASE_URL
     dest = Path(dest_dir) if dest_dir is not None else cache_dir("detectors")
     return download_file(
         f"{base.rstrip('/')}/{YOLOX_NANO_FILE}", dest / YOLOX_NANO_FILE,
-        sha256=sha256, timeout=timeout, hint=f"Offline? {_GET_IT}",
+        sha256=sha256, timeout=timeout, hint=f"Offline? {offline_advice(option)}",
     )
 
 
-def default_detector_path(download: bool = True) -> Path:
-    """The cached YOLOX-Nano file, downloaded first when missing (and ``download`` is true)."""
-    path = cache_dir("detectors") / YOLOX_NANO_FILE
-    if path.is_file():
+def offline_advice(option: str = "--detector FILE") -> str:
+    """The ways to give edgepose a person detector without a download (``option``: the command's own)."""
+    return (
+        f"Get {YOLOX_NANO_FILE} from {YOLOX_RELEASES} (or export a YOLOX model with YOLOX's "
+        f"tools/export_onnx.py), then either put it in {cache_root() / 'detectors'}, set {DETECTOR_ENV}=FILE, "
+        f"or pass {option}."
+    )
+
+
+def cached_detector() -> Optional[Path]:
+    """A YOLOX .onnx in ``cache_dir("detectors")``: ``yolox_nano.onnx`` if there, else the newest ``*.onnx``."""
+    folder = cache_dir("detectors")
+    known = folder / YOLOX_NANO_FILE
+    if known.is_file():
+        return known
+    others = [p for p in folder.glob("*.onnx") if p.is_file() and not p.name.startswith(".")]
+    return max(others, key=lambda p: (p.stat().st_mtime, p.name)) if others else None
+
+
+def default_detector_path(download: bool = True, option: str = "--detector FILE") -> Path:
+    """The person detector for a command given none, looked up in this order:
+
+    1. ``$EDGEPOSE_DETECTOR``, the path of a YOLOX .onnx (ModelFileError when it is not a file);
+    2. the cache folder ``$EDGEPOSE_HOME/detectors`` (:func:`cached_detector`);
+    3. YOLOX-Nano downloaded into that folder (when ``download``), SHA-256 checked.
+
+    Offline, the error lists every way to give one (``option``: how the calling command takes a file).
+    """
+    env = os.environ.get(DETECTOR_ENV)
+    if env:
+        path = Path(env).expanduser()
+        if not path.is_file():
+            raise ModelFileError(
+                f"{DETECTOR_ENV}={env} is not a file{' (it is a folder)' if path.is_dir() else ''}: point it at "
+                f"a YOLOX .onnx, or unset it to use the cache or the download."
+            )
         return path
+    cached = cached_detector()
+    if cached is not None:
+        return cached
     if not download:
-        raise ModelFileError(f"No person detector in the cache ({path} is missing). {_GET_IT}")
-    return download_yolox_nano()
+        raise ModelFileError(f"No person detector in the cache and downloads are off. {offline_advice(option)}")
+    return download_yolox_nano(option=option)

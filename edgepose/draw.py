@@ -1,4 +1,9 @@
-"""Drawing poses on images (OpenCV only)."""
+"""Drawing poses and outlined text labels on images (OpenCV only).
+
+Labels are drawn once into a coverage mask and outlined by dilating that mask, so the outline
+surrounds the glyphs exactly on any OpenCV: two ``cv2.putText`` calls with different thicknesses
+(the usual outline trick) lay out the glyphs differently under OpenCV 5, where the text garbles.
+"""
 from typing import Optional, Sequence, Tuple
 
 import cv2
@@ -8,6 +13,53 @@ from edgepose.keypoints import COCO_SKELETON
 from edgepose.runtime import PoseResult
 
 Color = Tuple[int, int, int]
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+WHITE, BLACK = (255, 255, 255), (0, 0, 0)
+
+
+def plural(count: int, noun: str) -> str:
+    """``"1 person"``, ``"2 persons"``, ``"0 persons"``."""
+    return "%d %s%s" % (count, noun, "" if count == 1 else "s")
+
+
+def text_thickness(scale: float) -> int:
+    """Stroke width of label text at font ``scale``."""
+    return max(1, int(round(2 * scale)))
+
+
+def label_masks(text: str, scale: float) -> Tuple[np.ndarray, np.ndarray, Tuple[int, int]]:
+    """Coverage (uint8, 0..255) of ``text``'s glyphs and of their outline, and where the text's
+    origin (``cv2.putText``'s bottom-left of the baseline) lies in them as (x, y).
+
+    The outline is the glyph mask dilated by the stroke width, so it covers every glyph pixel
+    at least as strongly as the glyph itself.
+    """
+    thickness = text_thickness(scale)
+    (width, height), baseline = cv2.getTextSize(text, FONT, scale, thickness)
+    pad = 2 * thickness + 1 + height // 4  # Hershey glyphs may reach past getTextSize's box
+    fill = np.zeros((height + baseline + 2 * pad, width + 2 * pad), np.uint8)
+    origin = (pad, pad + height)
+    cv2.putText(fill, text, origin, FONT, scale, 255, thickness, cv2.LINE_AA)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * thickness + 1, 2 * thickness + 1))
+    return fill, cv2.dilate(fill, kernel), origin
+
+
+def draw_label(canvas: np.ndarray, text: str, org: Tuple[int, int], scale: float,
+               color: Color = WHITE, outline: Color = BLACK) -> None:
+    """Draw ``text`` in ``color`` with an ``outline`` around it on ``canvas`` (BGR uint8, in place);
+    ``org`` is the bottom-left of the text's baseline, as for ``cv2.putText``. Clipped to the canvas."""
+    fill, edge, (ox, oy) = label_masks(text, scale)
+    x0, y0 = int(org[0]) - ox, int(org[1]) - oy
+    h, w = canvas.shape[:2]
+    cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x0 + fill.shape[1], w), min(y0 + fill.shape[0], h)
+    if cx0 >= cx1 or cy0 >= cy1:
+        return
+    window = (slice(cy0 - y0, cy1 - y0), slice(cx0 - x0, cx1 - x0))
+    roi = canvas[cy0:cy1, cx0:cx1].astype(np.float32)
+    for mask, paint in ((edge, outline), (fill, color)):
+        alpha = mask[window].astype(np.float32)[..., None] / 255.0
+        roi = roi * (1.0 - alpha) + np.asarray(paint, np.float32) * alpha
+    canvas[cy0:cy1, cx0:cx1] = np.round(roi).astype(np.uint8)
 
 
 def id_color(index: int) -> Color:
@@ -24,10 +76,13 @@ def draw_poses(image: np.ndarray, result: PoseResult, keypoint_thresh: float = 0
     """Draw boxes, limbs and joints on a copy of ``image`` (BGR uint8).
 
     A joint is drawn when its score exceeds ``keypoint_thresh``; a limb when both ends are.
-    Persons are coloured by ``ids`` (tracking ids) or by their index.
+    Persons are coloured by ``ids`` (tracking ids) or by their index. With ``draw_boxes``, each
+    box is labelled with the person's score (GluonCV's, :meth:`PoseResult.instance_scores`),
+    after ``#id`` when ``ids`` are given.
     """
     canvas = image.copy()
     scale = max(1, int(round(max(image.shape[:2]) / 640)))
+    person_scores = result.instance_scores(keypoint_thresh)
     for i in range(len(result)):
         color = id_color(ids[i] if ids is not None else i)
         pts = result.keypoints[i]
@@ -35,9 +90,11 @@ def draw_poses(image: np.ndarray, result: PoseResult, keypoint_thresh: float = 0
         if draw_boxes:
             x1, y1, x2, y2 = (int(round(v)) for v in result.boxes[i])
             cv2.rectangle(canvas, (x1, y1), (x2, y2), color, scale)
-            if ids is not None:
-                cv2.putText(canvas, str(ids[i]), (x1, max(0, y1 - 4)), cv2.FONT_HERSHEY_SIMPLEX,
-                            0.5 * scale, color, scale, cv2.LINE_AA)
+            text = ("#%d " % ids[i] if ids is not None else "") + "%.2f" % person_scores[i]
+            text_h = cv2.getTextSize(text, FONT, 0.5 * scale, text_thickness(0.5 * scale))[0][1]
+            above = y1 - 4 * scale
+            draw_label(canvas, text, (x1 + scale, above if above - text_h >= 0 else y1 + text_h + 4 * scale),
+                       0.5 * scale, color=color)
         for a, b in skeleton:
             if ok[a] and ok[b]:
                 cv2.line(canvas, tuple(int(v) for v in pts[a]), tuple(int(v) for v in pts[b]),

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from edgepose.detector import YoloxDetector
-from edgepose.draw import draw_poses
+from edgepose.draw import draw_label, draw_poses, plural
 from edgepose.errors import EdgeposeError, InputError
 from edgepose.runtime import PoseResult, Runtime
 from edgepose.smooth import KeypointSmoother, OneEuroFilter
@@ -139,16 +139,20 @@ class LivePose:
         self._frames_since_detect = self.detect_every
 
 
-def draw_overlay(image: np.ndarray, frame: LiveFrame, fps: float, keypoint_thresh: float = 0.2) -> np.ndarray:
-    """``image`` with skeletons coloured by track id, and FPS plus stage milliseconds at the top."""
+def overlay_text(frame: LiveFrame, fps: Optional[float] = None) -> str:
+    """The status line of the overlay: frame rate once measured (``fps`` None or 0 leaves it out),
+    stage milliseconds, number of persons."""
+    stages = "%s ms" % " ".join("%s %.1f" % (k, frame.timings[k]) for k in STAGES)
+    return "  ".join((["%.1f FPS" % fps] if fps else []) + [stages, plural(len(frame.ids), "person")])
+
+
+def draw_overlay(image: np.ndarray, frame: LiveFrame, fps: Optional[float] = None,
+                 keypoint_thresh: float = 0.2) -> np.ndarray:
+    """``image`` with skeletons coloured by track id, each box labelled with its id and score, and
+    :func:`overlay_text` at the top."""
     canvas = draw_poses(image, frame.poses, keypoint_thresh, ids=frame.ids.tolist())
-    text = "%.1f FPS  %s ms  %d person%s" % (
-        fps, " ".join("%s %.1f" % (k, frame.timings[k]) for k in STAGES),
-        len(frame.ids), "" if len(frame.ids) == 1 else "s")
     scale = max(0.4, image.shape[1] / 1600)
-    for color, width in (((0, 0, 0), 3), ((255, 255, 255), 1)):
-        cv2.putText(canvas, text, (8, int(24 * scale / 0.4)), cv2.FONT_HERSHEY_SIMPLEX, scale, color, width,
-                    cv2.LINE_AA)
+    draw_label(canvas, overlay_text(frame, fps), (8, int(24 * scale / 0.4)), scale)
     return canvas
 
 
@@ -264,7 +268,7 @@ class LiveSession:
                 now = meter.stop()
                 if self.status_every and now >= status_at:
                     status_at = now + self.status_every
-                    self.log("frame %d: %.1f fps, %d person(s)" % (summary.frames, meter.fps, len(result.ids)))
+                    self.log("frame %d: %.1f fps, %s" % (summary.frames, meter.fps, plural(len(result.ids), "person")))
         except KeyboardInterrupt:
             summary.stop_reason, summary.interrupted = "interrupted (Ctrl-C)", True
         finally:

@@ -9,6 +9,11 @@ the edgepose metadata as ``parameters``) comes from
 client (``Runtime("triton://HOST:PORT/NAME")``) configures itself from the server either way.
 
 The HTTP port is the one clients name; gRPC and metrics take the next two unless given.
+
+Readiness: tritonserver answers ``/v2/health/ready`` with 200 as soon as it runs, before PyTriton
+has loaded the model into it. :meth:`PoseServer.start` therefore returns only once the model has
+answered one real request, and probes (Kubernetes, scripts) should ask the model's own endpoint,
+``GET /v2/models/NAME/ready`` (:attr:`PoseServer.ready_url`), which says 200 only for a loaded model.
 """
 import os
 import signal
@@ -17,9 +22,11 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
+import numpy as np
+
 from edgepose.backends import ENGINE_SUFFIXES
 from edgepose.backends.onnxruntime import OnnxRuntimeBackend
-from edgepose.backends.triton import TritonServerError
+from edgepose.backends.triton import TritonBackend, TritonServerError
 from edgepose.converters.triton_repo import (
     DEFAULT_MAX_BATCH, DEFAULT_QUEUE_DELAY_US, Batching, check_name, model_config, read_onnx, triton_name,
 )
@@ -29,6 +36,8 @@ from edgepose.models import resolve_model
 PathLike = Union[str, Path]
 ALL_INTERFACES = ("", "0.0.0.0", "::")
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+#: Seconds :meth:`PoseServer.start` gives the model, once tritonserver runs, to load and answer.
+READY_TIMEOUT_S = 120.0
 
 
 def _pytriton() -> Any:
@@ -135,12 +144,35 @@ class PoseServer:
         return "triton://%s:%d/%s" % (host, self.ports["http"], self.name)
 
     @property
+    def ready_url(self) -> str:
+        """Triton's model-ready endpoint: 200 once the model is loaded (a readiness probe's target)."""
+        host = socket.gethostname() if self.host in ALL_INTERFACES else self.host
+        return "http://%s:%d/v2/models/%s/ready" % (host, self.ports["http"], self.name)
+
+    @property
     def alive(self) -> bool:
         return self._triton is not None and self._triton.is_alive()
 
+    def _local_address(self) -> str:
+        """HOST:PORT of the HTTP endpoint as this process reaches it."""
+        return "%s:%d" % ("127.0.0.1" if self.host in ALL_INTERFACES else self.host, self.ports["http"])
+
+    def _check_answers(self) -> None:
+        """Wait (up to :data:`READY_TIMEOUT_S`) until the model is ready and answers one real request:
+        a batch of one blank crop, whose heatmaps must come back."""
+        client = TritonBackend("triton://%s/%s" % (self._local_address(), self.name), wait=READY_TIMEOUT_S)
+        try:
+            crop = np.zeros((1,) + tuple(int(d) for d in client.input_shape[1:]), np.float32)
+            heatmaps = client.run(crop)
+        finally:
+            client.close()
+        if heatmaps.shape[0] != 1:
+            raise TritonServerError("model %s answered a request for one crop with heatmaps of shape %s"
+                                    % (self.name, heatmaps.shape))
+
     def start(self) -> "PoseServer":
-        """Start tritonserver and load the model; returns once it answers (errors: ports in use,
-        PyTriton missing, a server that does not come up)."""
+        """Start tritonserver and load the model; returns once the model has answered a request
+        (errors: ports in use, PyTriton missing, a server or model that does not come up)."""
         if self._triton is not None or self._stopped:
             raise InputError("this server is running or was stopped; create a new PoseServer to serve again")
         pytriton = _pytriton()
@@ -190,6 +222,12 @@ class PoseServer:
             self.stop()
             raise TritonServerError("the Triton server for %s exited while starting%s" % (
                 self.model_path, "; see its log %s" % self.log_file if self.log_file else ""))
+        try:
+            self._check_answers()
+        except Exception as e:
+            self.stop()
+            raise TritonServerError("the Triton server for %s runs, but model %s did not answer: %s%s" % (
+                self.model_path, self.name, e, "; see its log %s" % self.log_file if self.log_file else "")) from e
         return self
 
     def statistics(self) -> Dict[str, Any]:
@@ -201,8 +239,7 @@ class PoseServer:
         from pytriton.client.auth import create_auth_headers
         from tritonclient.http import InferenceServerClient
 
-        host = "127.0.0.1" if self.host in ALL_INTERFACES else self.host
-        client = InferenceServerClient("%s:%d" % (host, self.ports["http"]))
+        client = InferenceServerClient(self._local_address())
         try:
             stats = client.get_inference_statistics(
                 self.name, headers=create_auth_headers(self._triton.get_access_token(), "http"))["model_stats"][0]

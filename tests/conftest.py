@@ -12,6 +12,21 @@ import pytest
 import support
 from loopback import LocalServer
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "shared: needs the sample data of ../shared (EDGEPOSE_SHARED); skipped "
+                                       "with one reason where it is missing")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Without the sample data, tests marked ``shared`` skip with :data:`support.SHARED_REASON`."""
+    if support.HAVE_SHARED:
+        return
+    skip = pytest.mark.skip(reason=support.SHARED_REASON)
+    for item in items:
+        if item.get_closest_marker("shared"):
+            item.add_marker(skip, append=False)  # before parametrize's "empty parameter set" skip
+
+
 PROXY_VARIABLES = ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")
 
 
@@ -48,4 +63,5 @@ def model_path() -> str:
 @pytest.fixture(scope="module")
 def image() -> np.ndarray:
     """soccer.png (three persons), BGR."""
+    support.require_shared()
     return cv2.imread(str(support.DATA / "demo_media" / "soccer.png"))

@@ -20,6 +20,10 @@ from typing import Optional
 
 SHARED = Path(os.environ.get("EDGEPOSE_SHARED") or Path(__file__).resolve().parents[2] / "shared")
 DATA = SHARED / "data"
+#: The sample data (COCO images, YOLOX-Nano, GluonCV parity fixtures) lives beside the repository, not in it.
+HAVE_SHARED = DATA.is_dir() and (SHARED / "parity").is_dir()
+SHARED_REASON = ("needs the sample data, not found at %s: set EDGEPOSE_SHARED to the folder that holds data/ and "
+                 "parity/ (the shared/ folder beside the repository)" % SHARED)
 TEST_MODELS = Path(os.environ.get("EDGEPOSE_TEST_MODELS") or Path(tempfile.gettempdir()) / "edgepose-test-models")
 LOOPBACK = "127.0.0.1"
 _port_bases = random.Random()  # unaffected by tests that seed the global generator
@@ -61,6 +65,14 @@ def fake_engine(folder: Path, onnx_path: Path, *, name: Optional[str] = None, pr
         opt_batch=4, max_batch=16, workspace_mb=1024, dla_core=None, gpu_fallback=True, timing_cache=None)
     sidecar.update(extra)
     return write_engine(engine, data, sidecar)
+
+
+def require_shared() -> None:
+    """Skip the calling test or fixture, with :data:`SHARED_REASON`, when the sample data is missing."""
+    if not HAVE_SHARED:
+        import pytest
+
+        pytest.skip(SHARED_REASON)
 
 
 def closed_port() -> int:

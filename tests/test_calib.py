@@ -15,7 +15,7 @@ from edgepose.errors import DownloadError, InputError
 from edgepose.meta import ModelMeta
 from edgepose.transforms import preprocess
 from loopback import LocalServer
-from support import DATA
+from support import DATA, require_shared
 
 pytest.importorskip("pycocotools")
 
@@ -36,6 +36,7 @@ def home(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def detector():
+    require_shared()
     return YoloxDetector(DETECTOR)
 
 
@@ -53,6 +54,7 @@ def assert_runtime_crops(calib, frames):
 
 
 # ------------------------------------------------------------------ sources
+@pytest.mark.shared
 def test_coco_file_gives_every_gt_person_as_runtime_crops():
     from edgepose.coco import gt_person_boxes, load_coco
 
@@ -86,6 +88,7 @@ def test_video_frames(detector):
     assert len({o for o in calib.origins}) > 1  # several frames
 
 
+@pytest.mark.shared
 def test_max_persons_and_crop_settings_follow_the_model():
     meta = ModelMeta(input_size=(128, 96), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), color_order="BGR")
     calib = load_calibration(COCO_FILE, meta, max_persons=5, progress=False)
@@ -93,6 +96,7 @@ def test_max_persons_and_crop_settings_follow_the_model():
     assert len(calib.held_out) == 1
 
 
+@pytest.mark.shared
 def test_alphapose_crops():
     meta = ModelMeta(input_size=(320, 256), mean=(0.406, 0.457, 0.480), std=(1, 1, 1), decoder="alphapose")
     calib = load_calibration(COCO_FILE, meta, max_persons=4, progress=False)
@@ -118,11 +122,13 @@ def test_bad_sources(tmp_path, name, message):
         load_calibration(tmp_path / name, META, progress=False)
 
 
+@pytest.mark.shared
 def test_too_few_persons(tmp_path):
     with pytest.raises(InputError, match="at least 2"):
         load_calibration(COCO_FILE, META, max_persons=1, progress=False)
 
 
+@pytest.mark.shared
 def test_progress_bar_goes_to_stderr(capfd):
     load_calibration(COCO_FILE, META, progress=True)
     captured = capfd.readouterr()
@@ -130,6 +136,7 @@ def test_progress_bar_goes_to_stderr(capfd):
 
 
 # ------------------------------------------------------------------ cache
+@pytest.mark.shared
 def test_cache_returns_the_same_crops_without_reading_the_source(monkeypatch, home):
     first = load_calibration(COCO_FILE, META, progress=False)
     files = list((home / "calib").glob("crops-*.npz"))
@@ -148,6 +155,7 @@ def test_cache_returns_the_same_crops_without_reading_the_source(monkeypatch, ho
     assert len(list((home / "calib").glob("crops-*.npz"))) == 2  # another normalisation, another entry
 
 
+@pytest.mark.shared
 def test_cache_codes_round_trip_and_fall_back_to_float():
     crops = load_calibration(COCO_FILE, META, max_persons=3, progress=False).crops
     codes = crop_cache.encode_crops(crops, META)
@@ -158,6 +166,7 @@ def test_cache_codes_round_trip_and_fall_back_to_float():
     np.testing.assert_array_equal(loaded, crops + 1e-3)
 
 
+@pytest.mark.shared
 def test_a_corrupt_cache_entry_is_rebuilt(home):
     first = load_calibration(COCO_FILE, META, progress=False)
     (entry,) = (home / "calib").glob("crops-*.npz")
@@ -170,6 +179,7 @@ def test_a_corrupt_cache_entry_is_rebuilt(home):
 @pytest.fixture(scope="module")
 def published(tmp_path_factory):
     """The calibration set built from coco_kpt_mini, published with its sidecar in a folder."""
+    require_shared()
     folder = tmp_path_factory.mktemp("release")
     sha256 = build_calibration_set(COCO_FILE, COCO_FILE.parent, folder / "set.npz", licenses=None, progress=False)
     return folder, sha256
@@ -194,6 +204,7 @@ def test_build_is_deterministic_and_complete(published, tmp_path):
         assert data["keypoints"].shape == (4, 17, 3)
 
 
+@pytest.mark.shared
 def test_licenses_filter(tmp_path):
     with pytest.raises(InputError, match="licenses"):
         build_calibration_set(COCO_FILE, COCO_FILE.parent, tmp_path / "x.npz", licenses=(99,), progress=False)

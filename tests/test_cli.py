@@ -28,6 +28,7 @@ def test_zoo_json(tmp_path):
     assert "mobile_pose_mobilenetv3_small" in table and "c2a11fae" in table
 
 
+@pytest.mark.shared
 def test_convert_with_gluoncv_weights_reproduces_gluoncv(tmp_path):
     pytest.importorskip("onnx")
     out = tmp_path / "small.onnx"
@@ -61,6 +62,7 @@ def test_convert_offline_fails_fast_with_advice(tmp_path, monkeypatch, closed_po
     assert not list((tmp_path / "models").glob("*.onnx")) if (tmp_path / "models").exists() else True
 
 
+@pytest.mark.shared
 def test_convert_refuses_another_models_weights(tmp_path):
     pytest.importorskip("onnx")
     proc = edgepose("convert", "simple_pose_resnet18_v1b", "--weights",
@@ -75,6 +77,7 @@ def test_unknown_model_suggests_names(tmp_path):
     assert proc.returncode == 1 and "did you mean" in proc.stderr
 
 
+@pytest.mark.shared
 def test_predict_with_detector_and_with_boxes(tmp_path):
     model = random_model("mobile_pose_mobilenetv3_small")
     soccer = DATA / "demo_media" / "soccer.png"
@@ -98,6 +101,7 @@ def test_predict_unreadable_image_is_a_clear_error(tmp_path):
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
 
 
+@pytest.mark.shared
 def test_eval_on_coco_mini(tmp_path):
     pytest.importorskip("pycocotools")
     model = random_model("mobile_pose_mobilenetv3_small")

@@ -48,16 +48,19 @@ def synthetic_results(offset_px: float = 0.0):
     return records
 
 
+@pytest.mark.shared
 def test_known_keypoints_score_perfect_ap():
     stats = evaluate(ANN, synthetic_results())
     assert stats["AP"] > 0.99 and stats["AR"] > 0.99
 
 
+@pytest.mark.shared
 def test_keypoints_shifted_far_score_zero_ap():
     stats = evaluate(ANN, synthetic_results(offset_px=60.0))
     assert stats["AP"] < 0.05
 
 
+@pytest.mark.shared
 def test_oks_matches_the_formula():
     """pycocotools' OKS for one shifted instance equals the reference formula computed here."""
     from pycocotools.cocoeval import COCOeval
@@ -82,6 +85,7 @@ def test_oks_matches_the_formula():
     assert ious[0, gt_index] == pytest.approx(np.exp(-e[vis]).mean(), rel=1e-9)
 
 
+@pytest.mark.shared
 def test_gt_boxes_follow_gluoncv():
     coco = load_coco(ANN)
     image_id = sorted(coco.getImgIds())[0]
@@ -94,6 +98,7 @@ def test_gt_boxes_follow_gluoncv():
     assert (boxes[:, 4] == 1).all()
 
 
+@pytest.mark.shared
 @pytest.mark.parametrize("thresh,key", [(0.0, "dec_result"), (0.2, "dec_result_thr02")])
 def test_results_json_matches_gluoncv_metric(thresh, key):
     """Keypoint triplets and instance scores as GluonCV's COCOKeyPointsMetric writes them."""

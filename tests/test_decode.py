@@ -9,7 +9,7 @@ from edgepose.errors import InputError
 from edgepose.keypoints import COCO_FLIP_PAIRS
 from edgepose.meta import ModelMeta
 from edgepose.transforms import Crops
-from support import SHARED
+from support import SHARED, require_shared
 
 FIXTURE = SHARED / "parity" / "fixtures" / "prepost_eval.npz"
 SIMPLE_META = ModelMeta()
@@ -22,6 +22,7 @@ CASE_CODES = range(17)
 
 @pytest.fixture(scope="module")
 def fx() -> Dict[str, np.ndarray]:
+    require_shared()
     assert FIXTURE.is_file(), "missing %s (set EDGEPOSE_SHARED to the shared/ folder)" % FIXTURE
     with np.load(FIXTURE) as data:
         return {k: data[k] for k in data.files}

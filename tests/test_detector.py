@@ -1,6 +1,7 @@
 """YoloxDetector on the real YOLOX-Nano ONNX and real photos, plus its download."""
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -14,17 +15,17 @@ from edgepose.detector import (
     make_grid, nms,
 )
 from edgepose.errors import DownloadError, InputError, InputTypeError, ModelFileError
-from support import SHARED
+from support import SHARED, require_shared
 
 MODEL = SHARED / "data" / "yolox_nano_coco" / "yolox_nano.onnx"
 DEMO = SHARED / "data" / "demo_media"
 COCO = SHARED / "data" / "coco_kpt_mini"
 
-pytestmark = pytest.mark.skipif(not MODEL.is_file(), reason=f"shared YOLOX model not found at {MODEL}")
 
 
 @pytest.fixture(scope="module")
 def detector() -> YoloxDetector:
+    require_shared()
     return YoloxDetector(MODEL)
 
 
@@ -93,6 +94,7 @@ def test_providers_and_threads(detector):
     np.testing.assert_allclose(single.detect(image), detector.detect(image), rtol=1e-4)
 
 
+@pytest.mark.shared
 def test_class_filter():
     image = read(DEMO / "biking.jpg")
     person, bike, both = (YoloxDetector(MODEL, classes=c).detect(image) for c in [(0,), (1,), (0, 1)])
@@ -159,6 +161,7 @@ def test_bad_images(detector, image, error):
         detector.detect(image)
 
 
+@pytest.mark.shared
 @pytest.mark.parametrize(
     "kwargs", [{"classes": (80,)}, {"classes": ()}, {"score_thresh": 1.5}, {"nms_thresh": 0}]
 )
@@ -172,6 +175,7 @@ def test_missing_model_file(tmp_path):
         YoloxDetector(tmp_path / "nothing.onnx")
 
 
+@pytest.mark.shared
 def test_truncated_model_file(tmp_path):
     truncated = tmp_path / "cut.onnx"
     truncated.write_bytes(MODEL.read_bytes()[: MODEL.stat().st_size // 2])
@@ -209,9 +213,11 @@ def test_model_that_is_not_raw_yolox(tmp_path, output, reason):
 def home(tmp_path, monkeypatch):
     monkeypatch.setenv("EDGEPOSE_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("EDGEPOSE_YOLOX_URL", raising=False)
+    monkeypatch.delenv("EDGEPOSE_DETECTOR", raising=False)
     return tmp_path / "home"
 
 
+@pytest.mark.shared
 def test_download_from_loopback_server(server, home):
     root, url = server.root, server.url + "yolox"
     (root / "yolox").mkdir()
@@ -224,6 +230,7 @@ def test_download_from_loopback_server(server, home):
     assert len(YoloxDetector(path).detect(read(DEMO / "person.jpg"))) == 1
 
 
+@pytest.mark.shared
 def test_corrupt_download_leaves_nothing(server, home, monkeypatch):
     root, url = server.root, server.url + "yolox"
     (root / "yolox").mkdir()
@@ -246,4 +253,40 @@ def test_default_detector_path_offline(server, home, monkeypatch):
     monkeypatch.setenv("EDGEPOSE_YOLOX_URL", server.url + "yolox")  # the server has no such file: HTTP 404
     with pytest.raises(DownloadError, match="HTTP 404.*--detector FILE"):
         default_detector_path()
+    assert list(cache_dir("detectors").iterdir()) == []
+
+
+# ------------------------------------------------------------------ which detector a command uses
+def test_lookup_order_env_then_cache_then_download(home, monkeypatch, tmp_path, closed_port):
+    monkeypatch.setenv("EDGEPOSE_YOLOX_URL", "http://127.0.0.1:%d/yolox" % closed_port)  # offline
+    folder = cache_dir("detectors")
+    older, newer = folder / "yolox_s.onnx", folder / "yolox_tiny.onnx"
+    for age, path in ((200, older), (100, newer)):
+        path.write_bytes(b"onnx")
+        stamp = path.stat().st_mtime - age
+        os.utime(path, (stamp, stamp))
+    (folder / ".yolox_nano.onnx.abc.part").write_bytes(b"half a download")  # never picked
+    assert default_detector_path() == newer  # no download tried: the newest .onnx in the cache
+    (folder / YOLOX_NANO_FILE).write_bytes(b"onnx")
+    assert default_detector_path() == folder / YOLOX_NANO_FILE  # the known name before any other
+    mine = tmp_path / "my-yolox.onnx"
+    mine.write_bytes(b"onnx")
+    monkeypatch.setenv("EDGEPOSE_DETECTOR", str(mine))
+    assert default_detector_path() == mine  # the environment before the cache
+    for missing in (tmp_path / "nope.onnx", tmp_path):
+        monkeypatch.setenv("EDGEPOSE_DETECTOR", str(missing))
+        with pytest.raises(ModelFileError, match="EDGEPOSE_DETECTOR=.* is not a file"):
+            default_detector_path()
+    with pytest.raises(ModelFileError, match=r"\(it is a folder\)"):
+        default_detector_path()
+
+
+def test_offline_advice_lists_every_way_and_names_the_commands_option(home, monkeypatch, closed_port):
+    monkeypatch.setenv("EDGEPOSE_YOLOX_URL", "http://127.0.0.1:%d/yolox" % closed_port)
+    for option in ("--detector FILE", "--detector-file FILE"):
+        with pytest.raises(DownloadError) as info:
+            default_detector_path(option=option)
+        message = str(info.value)
+        assert "could not download" in message and str(home / "detectors") in message
+        assert "EDGEPOSE_DETECTOR=FILE" in message and message.endswith("or pass %s." % option)
     assert list(cache_dir("detectors").iterdir()) == []

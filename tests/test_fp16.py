@@ -31,7 +31,7 @@ from edgepose.meta import ModelMeta
 from edgepose.runtime import Runtime
 from edgepose.transforms import coco_xywh_to_xyxy, preprocess
 import test_parity
-from support import DATA, random_model
+from support import DATA, random_model, require_shared
 
 MODELS = ["simple_pose_resnet18_v1b", "mobile_pose_mobilenet1.0",
           "mobile_pose_mobilenetv2_1.0", "mobile_pose_mobilenetv3_large", "mobile_pose_mobilenetv3_small"]
@@ -41,6 +41,7 @@ REL_BOUND = 2e-3
 @pytest.fixture(scope="module")
 def coco_persons():
     """[(BGR image, (N, 4) xyxy ground-truth boxes)] for the 4 COCO images (14 persons)."""
+    require_shared()
     folder = DATA / "coco_kpt_mini"
     ann = json.loads((folder / "test_coco.json").read_text())
     out = []

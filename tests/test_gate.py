@@ -86,6 +86,7 @@ def fp32(tmp_path_factory):
         yield random_model("mobile_pose_mobilenetv3_small")
 
 
+@pytest.mark.shared
 def test_failing_the_gate_falls_back_to_fp16(fp32, tmp_path):
     out = tmp_path / "m-int8.onnx"  # a threshold above 1 can never be met
     report = make_int8(fp32, out, calib_source=COCO_FILE, target="cpu", threshold=1.01, progress=False)
@@ -98,6 +99,7 @@ def test_failing_the_gate_falls_back_to_fp16(fp32, tmp_path):
     assert report.calibration_persons == 12 and report.agreement.persons == 2
 
 
+@pytest.mark.shared
 def test_refuses_without_fallback_and_writes_nothing(fp32, tmp_path):
     with pytest.raises(AccuracyGateError, match=r"failed the accuracy gate: mean OKS agreement .* Nothing was written"):
         make_int8(fp32, tmp_path / "m-int8.onnx", calib_source=COCO_FILE, fp16_fallback=False, threshold=1.01,
@@ -105,6 +107,7 @@ def test_refuses_without_fallback_and_writes_nothing(fp32, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.shared
 def test_force_keeps_int8_with_its_figures(fp32, tmp_path):
     report = make_int8(fp32, tmp_path / "m-int8.onnx", calib_source=COCO_FILE, force=True, threshold=1.01,
                        progress=False)
@@ -118,6 +121,7 @@ def test_force_keeps_int8_with_its_figures(fp32, tmp_path):
     assert any("Wrote" in line for line in report.lines())
 
 
+@pytest.mark.shared
 def test_a_passing_model_is_kept_as_int8(fp32, tmp_path):
     report = make_int8(fp32, tmp_path / "m.onnx", calib_source=COCO_FILE, threshold=0.0, progress=False)
     assert report.passed and not report.forced and report.precision == "int8" and report.reason == ""

@@ -112,6 +112,7 @@ def test_foreign_model_normalised(opset, tmp_path):
     assert meta.keypoints == COCO_KEYPOINTS and meta.flip_pairs == COCO_FLIP_PAIRS
 
 
+@pytest.mark.shared
 def test_runtime_estimates_with_a_normalised_model(tmp_path):
     path = save_onnx(normalize_foreign(foreign_model(9)), tmp_path / "foreign-normalised.onnx")
     image = cv2.imread(str(DATA / "demo_media" / "soccer.png"))

@@ -101,6 +101,7 @@ def small_file() -> bytes:
     return container(records, ["arg:a.w", "aux:b", "c", "d", "e"])
 
 
+@pytest.mark.shared
 @pytest.mark.parametrize("case", CASES)
 def test_gluoncv_fixture(case: str) -> None:
     meta = json.loads((FIXTURES / (case + ".json")).read_text())

@@ -55,6 +55,7 @@ def check_case(folder: Path, case: str) -> None:
     assert np.all(flat_ref.max(-1)[differ] - at_ours[differ] <= tol)
 
 
+@pytest.mark.shared
 @pytest.mark.parametrize("case", STORED)
 def test_stored_fixture(case: str) -> None:
     check_case(SHARED_FIXTURES, case)
@@ -68,5 +69,6 @@ def test_generated_fixture(case: str) -> None:
     check_case(Path(ORACLE_ZOO), case)
 
 
+@pytest.mark.shared
 def test_stored_fixtures_found() -> None:
     assert len(STORED) == 6, "expected the 6 stored GluonCV fixtures in %s" % SHARED_FIXTURES

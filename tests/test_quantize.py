@@ -79,6 +79,7 @@ def test_prepare_graph_is_exact_and_removes_the_deconvolution():
     np.testing.assert_allclose(run(prepared, x), ref, atol=1e-5 * np.abs(ref).max())
 
 
+@pytest.mark.shared
 def test_prepare_graph_keeps_gluoncv_parity():
     """The FP32 graph after the INT8 rewrites still reproduces GluonCV's heatmaps (both heads)."""
     for case in ("simple_pose_resnet18_v1b", "mobile_pose_mobilenetv3_small"):

@@ -12,6 +12,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -190,6 +192,48 @@ def test_malformed_requests_get_errors_and_serving_goes_on(server, model_path):
         grpc.close()
 
 
+def http_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def test_model_ready_endpoint_is_the_probe(server):
+    """start() returned, so the model answers: its ready endpoint (the documented probe) says 200."""
+    assert server.ready_url == "http://%s:%d/v2/models/%s/ready" % (HOST, server.ports["http"], server.name)
+    assert http_status(server.ready_url) == 200
+    assert http_status("http://%s:%d/v2/models/nope/ready" % (HOST, server.ports["http"])) == 400
+    assert server.statistics()["requests"] >= 1  # start() sent one real request before returning
+
+
+def test_runtime_waits_for_a_server_that_is_starting(model_path, image, local, tmp_path):
+    """A client started together with the server: Runtime(..., wait=) rides out the start and the
+    model load (tritonserver says /v2/health/ready before PyTriton has loaded the model)."""
+    srv = PoseServer(model_path, name="late", host=HOST, port=free_ports(3), max_batch=4,
+                     log_file=tmp_path / "late.log")
+    failure = []
+
+    def start():
+        try:
+            srv.start()
+        except Exception as e:  # reported below, in the test's thread
+            failure.append(e)
+
+    starter = threading.Thread(target=start)
+    starter.start()
+    try:
+        with Runtime(srv.url, wait=120) as remote:
+            assert http_status(srv.ready_url) == 200
+            assert_same(remote.estimate(image, BOXES[:3]), local[(3, False)])
+        starter.join(120)
+        assert not failure and not starter.is_alive()
+    finally:
+        starter.join(120)
+        srv.stop()
+
+
 def test_backend_errors_are_clear(server, closed_port):
     with pytest.raises(ModelFileError, match="no model 'nope'"):
         Runtime("triton://%s:%d/nope" % (HOST, server.ports["http"]))
@@ -256,6 +300,8 @@ def test_serve_command_prints_endpoint_and_stops_cleanly(model_path, image, loca
         assert ready, "no endpoint printed:\n%s\n%s" % (text, proc.stderr.read() if proc.poll() is not None else "")
         url = "triton://%s:%d/pose" % (HOST, port)
         assert url in text and "gRPC %d" % (port + 1) in text and "metrics %d" % (port + 2) in text
+        probe = "http://%s:%d/v2/models/pose/ready" % (HOST, port)
+        assert "readiness probe GET %s" % probe in text and http_status(probe) == 200  # ready when it says so
         children = server_processes(proc.pid)
         assert children
         with Runtime(url) as remote:

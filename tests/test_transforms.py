@@ -9,7 +9,7 @@ import pytest
 from edgepose import transforms as T
 from edgepose.errors import InputError, InputTypeError
 from edgepose.meta import IMAGENET_MEAN, IMAGENET_STD, ModelMeta
-from support import SHARED
+from support import SHARED, require_shared
 
 FIXTURE = SHARED / "parity" / "fixtures" / "prepost_eval.npz"
 SIZES = {"256x192": (256, 192), "128x96": (128, 96), "384x288": (384, 288)}
@@ -19,6 +19,7 @@ ALPHA_META = ModelMeta(input_size=(320, 256), mean=ALPHA_MEAN, std=(1.0, 1.0, 1.
 
 @pytest.fixture(scope="module")
 def fx() -> Dict[str, np.ndarray]:
+    require_shared()
     assert FIXTURE.is_file(), "missing %s (set EDGEPOSE_SHARED to the shared/ folder)" % FIXTURE
     with np.load(FIXTURE) as data:
         return {k: data[k] for k in data.files}

@@ -49,6 +49,7 @@ def pose_model():
     return random_model(POSE)
 
 
+@pytest.mark.shared
 def test_export_pose_model_and_detector(tmp_path, pose_model):
     (tmp_path / "detectors").mkdir()
     shutil.copy(YOLOX, tmp_path / "detectors" / "yolox_nano.onnx")  # what --detector finds in the cache
@@ -83,6 +84,36 @@ def test_export_pose_model_and_detector(tmp_path, pose_model):
     assert (repo / "yolox_nano" / "1" / "model.onnx").read_bytes() == YOLOX.read_bytes()
 
 
+@pytest.mark.shared
+def test_detector_offline_advice_works_as_given(tmp_path, pose_model, closed_port, monkeypatch):
+    """Offline with an empty cache, export-triton --detector says how to give the file, and each way works."""
+    monkeypatch.setenv("EDGEPOSE_YOLOX_URL", "http://127.0.0.1:%d/yolox" % closed_port)
+    monkeypatch.delenv("EDGEPOSE_DETECTOR", raising=False)
+    proc = edgepose("export-triton", pose_model, "--detector", "-o", tmp_path / "r0", home=tmp_path, check=False,
+                    timeout=60)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr and not (tmp_path / "r0").exists()
+    assert "EDGEPOSE_DETECTOR=FILE" in proc.stderr and "pass --detector-file FILE" in proc.stderr
+    assert str(tmp_path / "detectors") in proc.stderr
+
+    def exported(repo):
+        return (repo / "yolox_nano" / "1" / "model.onnx").read_bytes() == YOLOX.read_bytes()
+
+    edgepose("export-triton", pose_model, "--detector-file", YOLOX, "-o", tmp_path / "r1", home=tmp_path)
+    monkeypatch.setenv("EDGEPOSE_DETECTOR", str(YOLOX))
+    edgepose("export-triton", pose_model, "--detector", "-o", tmp_path / "r2", home=tmp_path)
+    monkeypatch.delenv("EDGEPOSE_DETECTOR")
+    shutil.copy(YOLOX, tmp_path / "detectors" / "yolox_nano.onnx")
+    edgepose("export-triton", pose_model, "--detector", "-o", tmp_path / "r3", home=tmp_path)
+    assert all(exported(tmp_path / r) for r in ("r1", "r2", "r3"))
+
+
+def test_detector_file_must_be_a_yolox_detector(tmp_path, pose_model):
+    proc = edgepose("export-triton", pose_model, "--detector-file", pose_model, "-o", tmp_path / "r",
+                    home=tmp_path, check=False)
+    assert proc.returncode == 1 and "does not look like a YOLOX ONNX export" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "r").exists()
+
+
 def test_batching_options_reach_the_config(tmp_path, pose_model):
     repo = tmp_path / "repo"
     edgepose("export-triton", pose_model, "-o", repo, "--max-batch", "16", "--preferred-batch", "4",
@@ -95,6 +126,7 @@ def test_batching_options_reach_the_config(tmp_path, pose_model):
     assert [(g.count, g.kind) for g in config.instance_group] == [(3, model_config_pb2.ModelInstanceGroup.KIND_CPU)]
 
 
+@pytest.mark.shared
 def test_text_and_json_forms_are_the_same_config(tmp_path, pose_model):
     """The pbtxt printer agrees with protobuf on the JSON config serve binds, odd strings included."""
     model = onnx.load(str(pose_model))

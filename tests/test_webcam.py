@@ -22,7 +22,7 @@ from edgepose.runtime import PoseResult, Runtime
 from edgepose.smooth import KeypointSmoother, OneEuroFilter
 from edgepose.track import PoseTracker, box_iou, boxes_from_keypoints, keypoint_oks
 from edgepose.video import JsonlSink, VideoFileSink, VideoSource, VideoSourceError, has_gstreamer, source_kind
-from support import DATA, random_model, run_edgepose, start_edgepose
+from support import DATA, random_model, require_shared, run_edgepose, start_edgepose
 
 HERE = Path(__file__).resolve().parent
 DEMO = DATA / "demo_media" / "demo.mp4"
@@ -53,6 +53,7 @@ needs_rtsp = pytest.mark.skipif(not _rtsp_server_available(), reason=(
 
 def make_video(path: Path, frames: int, size=(320, 240), fps: float = 25.0, photo: Path = PERSON) -> Path:
     """A video of ``photo`` panning slowly (a real person moving across the frame)."""
+    require_shared()
     w, h = size
     image = cv2.imread(str(photo))
     scale = 1.3 * max(w / image.shape[1], h / image.shape[0])
@@ -126,6 +127,7 @@ def pose_model() -> Path:
 
 @pytest.fixture(scope="module")
 def models(pose_model):
+    require_shared()
     runtime = Runtime(str(pose_model))
     yield runtime, YoloxDetector(YOLOX)
     runtime.close()
@@ -358,6 +360,7 @@ def test_detecting_ahead_in_a_thread_changes_no_result(models, tmp_path):
 # ---------------------------------------------------------------- the command
 
 
+@pytest.mark.shared
 @needs_cli
 def test_cli_on_demo_video_writes_video_and_json_lines(pose_model, tmp_path):
     # the default model and detector: the newest conversion and YOLOX-Nano in the edgepose cache
@@ -385,6 +388,7 @@ def test_cli_without_a_model_says_how_to_make_one(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.shared
 @needs_cli
 def test_cli_names_a_source_it_cannot_open(pose_model, tmp_path):
     proc = run_webcam("--source", "nowhere.mp4", "--model", pose_model, "--detector", YOLOX, "--headless",

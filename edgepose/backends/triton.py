@@ -12,6 +12,7 @@ backend gets its own client; one Runtime can be shared by threads.
 """
 import logging
 import threading
+import time
 from types import ModuleType
 from typing import Any, Dict, List, Optional, Tuple
 from urllib.parse import urlsplit
@@ -26,6 +27,8 @@ log = logging.getLogger(__name__)
 PROTOCOLS = ("http", "grpc")
 #: Triton data types the backend accepts for the crops and heatmaps.
 FLOAT_TYPES = {"FP32": np.float32, "FP16": np.float16}
+#: Seconds between two looks at a server or model that is not ready yet (``wait``).
+POLL_S = 0.5
 
 
 class TritonServerError(EdgeposeError, ConnectionError):
@@ -62,15 +65,19 @@ def _client_module(protocol: str) -> ModuleType:
 class TritonBackend(Backend):
     """A model served by Triton; ``protocol`` is ``http`` or ``grpc`` (the gRPC port is
     ``grpc_port``, by default PORT + 1 as ``edgepose serve`` and Triton's defaults have it);
-    ``timeout`` bounds connecting and each request, in seconds."""
+    ``timeout`` bounds connecting and each request, in seconds; ``wait``: how many seconds to keep
+    asking a server that is starting or a model that is still loading before giving up (0: fail at
+    once)."""
 
     name = "triton"
 
     def __init__(self, url: str, protocol: str = "http", timeout: float = 60.0,
-                 grpc_port: Optional[int] = None) -> None:
+                 grpc_port: Optional[int] = None, wait: float = 0.0) -> None:
         super().__init__()
         if protocol not in PROTOCOLS:
             raise InputError("protocol must be 'http' or 'grpc', got %r" % protocol)
+        if not wait >= 0:
+            raise InputError("wait must be a number of seconds >= 0, got %r" % (wait,))
         host, port, self.model_name = parse_url(url)
         self.url, self.protocol, self.timeout = url, protocol, float(timeout)
         self.address = "%s:%d" % (host, (grpc_port or port + 1) if protocol == "grpc" else port)
@@ -79,7 +86,7 @@ class TritonBackend(Backend):
         self._clients: List[Any] = []
         self._lock = threading.Lock()
         try:
-            self._configure(self._read_config())
+            self._configure(self._wait_for_model(float(wait)))
         except Exception:
             self._close()
             raise
@@ -102,6 +109,23 @@ class TritonBackend(Backend):
     def _where(self) -> str:
         return "Triton server %s://%s" % (self.protocol, self.address)
 
+    def _wait_for_model(self, wait: float) -> Dict[str, Any]:
+        """The model's configuration once it is ready, asking again every :data:`POLL_S` seconds for
+        up to ``wait`` seconds while the server cannot be reached or does not have the model ready (a
+        model that is still loading is unknown to Triton until it is loaded, like a wrong NAME)."""
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                return self._read_config()
+            except (TritonServerError, ModelFileError) as e:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    if wait > 0:
+                        raise type(e)("%s; still so after waiting %g s" % (e, wait)) from e
+                    raise
+                log.debug("waiting for model %r on the %s: %s", self.model_name, self._where(), e)
+            time.sleep(min(POLL_S, max(left, 0.0)))
+
     def _read_config(self) -> Dict[str, Any]:
         client = self._client()
         exception = self._module.InferenceServerException
@@ -121,13 +145,15 @@ class TritonBackend(Backend):
             raw = client.get_model_config(self.model_name, **as_json, **extra)
         except exception as e:
             if "unknown model" in str(e).lower() or "not found" in str(e).lower():
-                raise ModelFileError("the %s has no model %r (%s); check NAME in %s"
+                raise ModelFileError("the %s has no model %r (%s); check NAME in %s, or pass wait=SECONDS if "
+                                     "the server is still loading it"
                                      % (self._where(), self.model_name, e.message(), self.url)) from e
             raise TritonServerError("the %s failed to describe model %r: %s"
                                     % (self._where(), self.model_name, e.message())) from e
         if not ready:
-            raise TritonServerError("model %r on the %s is not ready (still loading, or it failed to load; "
-                                    "see the server log)" % (self.model_name, self._where()))
+            raise TritonServerError("model %r on the %s is not ready (still loading: pass wait=SECONDS to wait "
+                                    "for it; or it failed to load: see the server log)"
+                                    % (self.model_name, self._where()))
         return raw.get("config", raw) if self.protocol == "grpc" else raw
 
     def _configure(self, config: Dict[str, Any]) -> None:

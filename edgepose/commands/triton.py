@@ -18,7 +18,8 @@ def export_triton(
     output: Path = typer.Option(..., "-o", "--output", help="The Triton model repository folder (created if needed)."),
     precision: Optional[str] = precision_option(),
     target: Optional[str] = target_option(),
-    detector: bool = typer.Option(False, "--detector", help="Add the YOLOX-Nano person detector (downloaded once); any other detector .onnx can be given as a MODEL."),
+    detector: bool = typer.Option(False, "--detector", help="Add the person detector: $EDGEPOSE_DETECTOR, else a YOLOX .onnx in the cache's detectors/ folder, else YOLOX-Nano (downloaded once)."),
+    detector_file: Optional[Path] = typer.Option(None, "--detector-file", help="Add this YOLOX .onnx as the person detector (implies --detector)."),
     max_batch: Optional[int] = typer.Option(None, "--max-batch", help=MAX_BATCH_HELP),
     preferred: Optional[List[int]] = typer.Option(None, "--preferred-batch", help=PREFERRED_HELP),
     max_queue_delay_us: int = typer.Option(1000, "--max-queue-delay-us", help=DELAY_HELP),
@@ -31,10 +32,11 @@ def export_triton(
     from edgepose.converters.triton_repo import Batching, plan_repository, write_repository
 
     paths = [use_model(m, precision, target) for m in models]
-    if detector:
-        from edgepose.detector import default_detector_path
+    if detector or detector_file is not None:
+        from edgepose.detector import YoloxDetector, default_detector_path
 
-        paths.append(str(default_detector_path()))
+        det_path = detector_file if detector_file is not None else default_detector_path(option="--detector-file FILE")
+        paths.append(str(YoloxDetector(det_path).model_path))  # refuses a file that is not a YOLOX detector
     entries = plan_repository(paths, Batching(max_batch, tuple(preferred or ()), max_queue_delay_us, instances,
                                               instance_kind.lower()))
     write_repository(entries, output, overwrite=overwrite)
@@ -82,11 +84,11 @@ def serve(
     def ready(s: PoseServer) -> None:
         batching = s.config.get("dynamic_batching", {})
         out.print("Serving %s at %s (HTTP %d, gRPC %d, metrics %d); max batch %d, preferred %s, queue delay %d us, "
-                  "%d instance%s; log %s. Ctrl-C or SIGTERM stops it."
+                  "%d instance%s; log %s; readiness probe GET %s. Ctrl-C or SIGTERM stops it."
                   % (s.model_path, s.url, s.ports["http"], s.ports["grpc"], s.ports["metrics"],
                      s.config["max_batch_size"], batching.get("preferred_batch_size"),
                      batching.get("max_queue_delay_microseconds", 0), instances, "" if instances == 1 else "s",
-                     s.log_file), highlight=False)
+                     s.log_file, s.ready_url), highlight=False)
 
     server.serve_forever(on_ready=ready)
     out.print("Stopped.")
