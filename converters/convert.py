@@ -66,6 +66,10 @@ def convert_model(source: str, *, output: Optional[PathLike] = None, precision: 
         raise InputError("-o must end in .onnx, or in .engine/.plan with --engine; got %s" % out)
     if out is not None and out.suffix in ENGINE_SUFFIXES and not engine:
         raise InputError("-o %s names an engine: add --engine (or give an .onnx path)" % out)
+    if engine:
+        from edgepose.converters.tensorrt_build import check_int8_target_for_engine
+
+        check_int8_target_for_engine(precision, target)
     folder = out.parent if out is not None else cache_dir("models")
     onnx_out = out if out is not None and out.suffix == ".onnx" else None
     result = ConvertResult()
