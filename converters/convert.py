@@ -55,6 +55,10 @@ def check_request(precision: str, output: Optional[Path], engine: bool, calib: O
     """Refuse a request that cannot succeed before any work is done (bad option values, missing files)."""
     if precision not in PRECISIONS:
         raise InputError("precision must be one of %s, got %r" % (", ".join(PRECISIONS), precision))
+    if engine:
+        from edgepose.converters.tensorrt_build import check_int8_target_for_engine
+
+        check_int8_target_for_engine(precision, target)
     if precision == "int8":
         from edgepose.converters.quantize import DEFAULT_METHOD, quantizer_options
 

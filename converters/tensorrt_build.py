@@ -7,7 +7,11 @@ Precision follows the TensorRT release:
   flags.) Make an FP16 or INT8 ONNX first; ``precision`` only confirms what the ONNX holds.
 * TensorRT 8.5-9: the FP16 or INT8 builder flag, from ``precision`` or the ONNX's
   ``edgepose.precision`` metadata. INT8 is explicit quantization only (Q/DQ nodes in the ONNX,
-  no calibrator).
+  no calibrator); a Q/DQ graph always gets the INT8 flag, without which TensorRT 8.x refuses it.
+
+TensorRT's INT8 is signed and symmetric (zero point 0): the UINT8 asymmetric Q/DQ of ONNX Runtime's
+CPU form (``--int8 --target cpu``) is refused before any work. DLA (Jetson Xavier/Orin) takes no
+dynamic shapes, so a DLA engine has one batch size, ``opt_batch``.
 
 The engine is written atomically with a sidecar ``<engine>.json`` recording the TensorRT version,
 GPU, precision, batch range, the source ONNX's SHA-256 and the model's edgepose metadata, which
@@ -62,6 +66,7 @@ class OnnxInfo(NamedTuple):
     node_names: List[Tuple[str, str]]  # (name, op_type) per node, for parser errors
     output_name: str = ""  # the heatmap output (first graph output)
     output_shape: Tuple[Optional[int], ...] = ()  # None = dynamic
+    unsigned_qdq: bool = False  # Q/DQ with UINT8 or non-zero zero points (ONNX Runtime's CPU form)
 
 
 def inspect_onnx(onnx_path: PathLike) -> OnnxInfo:
@@ -110,7 +115,30 @@ def inspect_onnx(onnx_path: PathLike) -> OnnxInfo:
     out_dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
                      for d in output.type.tensor_type.shape.dim)
     return OnnxInfo(inputs[0].name, dims, props, meta_precision, graph_precision,
-                    [(n.name, n.op_type) for n in graph.node], output.name, out_dims)
+                    [(n.name, n.op_type) for n in graph.node], output.name, out_dims, _unsigned_qdq(graph))
+
+
+def _unsigned_qdq(graph: Any) -> bool:
+    """Whether a Q/DQ node quantizes to UINT8 or has a non-zero zero point."""
+    from onnx import TensorProto, numpy_helper
+
+    constants = {init.name: init for init in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant":
+            for attr in node.attribute:
+                if attr.name == "value":
+                    constants[node.output[0]] = attr.t
+    for node in graph.node:
+        if node.op_type not in QDQ_OPS:
+            continue
+        if len(node.input) < 3 or not node.input[2]:
+            if node.op_type == "QuantizeLinear":
+                return True  # no zero point: the output is UINT8 (ONNX QuantizeLinear's default)
+            continue
+        zero = constants.get(node.input[2])
+        if zero is not None and (zero.data_type == TensorProto.UINT8 or numpy_helper.to_array(zero).any()):
+            return True
+    return False
 
 
 def file_sha256(path: PathLike) -> str:
@@ -130,6 +158,20 @@ class PrecisionPlan(NamedTuple):
     builder_flags: Tuple[str, ...]  # names in trt.BuilderFlag
 
 
+UNSIGNED_INT8_REASON = (
+    "ONNX Runtime's CPU INT8 form (--target cpu) quantizes activations to UINT8 with non-zero, asymmetric "
+    "zero points. TensorRT's INT8 is signed and symmetric (zero point 0), so its ONNX parser does not build "
+    "such Q/DQ nodes into an engine.")
+
+
+def check_int8_target_for_engine(precision: str, target: str) -> None:
+    """Refuse ``--int8 --target cpu --engine`` before any work: TensorRT cannot build that form."""
+    if precision == "int8" and target == "cpu":
+        raise InputError("--int8 --target cpu cannot be built into a TensorRT engine. %s Use --int8 --target "
+                         "tensorrt (the default) with --engine; keep --target cpu for ONNX Runtime on CPUs."
+                         % UNSIGNED_INT8_REASON)
+
+
 def plan_precision(requested: str, info: OnnxInfo, trt_version: Any) -> PrecisionPlan:
     """Decide the engine precision and how to get it from TensorRT ``trt_version``.
 
@@ -138,6 +180,9 @@ def plan_precision(requested: str, info: OnnxInfo, trt_version: Any) -> Precisio
     requested = (requested or "auto").lower()
     if requested not in ("auto",) + PRECISIONS:
         raise InputError("precision %r: use auto, %s" % (requested, ", ".join(PRECISIONS)))
+    if info.unsigned_qdq:
+        raise InputError("this ONNX cannot be built into a TensorRT engine. %s Quantize the FP32 model with "
+                         "`edgepose convert MODEL.onnx --int8 --target tensorrt` instead." % UNSIGNED_INT8_REASON)
     major = (version_tuple(trt_version) or (STRONGLY_TYPED_FROM,))[0]
     if major >= STRONGLY_TYPED_FROM:
         held = info.graph_precision
@@ -153,6 +198,15 @@ def plan_precision(requested: str, info: OnnxInfo, trt_version: Any) -> Precisio
     precision = info.meta_precision if requested == "auto" else requested
     if precision not in PRECISIONS:
         precision = info.graph_precision
+    if info.graph_precision == "int8":
+        # TensorRT 8.x rejects Q/DQ layers unless the INT8 flag is set ("Int8 precision has been set for a
+        # layer or layer output, but int8 is not configured in the builder"), whatever else is asked.
+        if requested == "fp32":
+            raise InputError(
+                "precision fp32: the ONNX holds Q/DQ INT8 nodes, which TensorRT %s builds only as INT8. Build the "
+                "FP32 ONNX for an FP32 engine, or pass precision='auto' (INT8) or 'fp16' (INT8, other layers "
+                "FP16)." % trt_version)
+        return PrecisionPlan("int8", False, ("INT8", "FP16") if precision == "fp16" else ("INT8",))
     if precision == "int8":
         if info.graph_precision != "int8":
             raise InputError(
@@ -169,6 +223,36 @@ def check_batches(min_batch: int, opt_batch: int, max_batch: int) -> None:
     if not (1 <= int(min_batch) <= int(opt_batch) <= int(max_batch)):
         raise InputError("batch sizes must satisfy 1 <= min_batch <= opt_batch <= max_batch; got %d, %d, %d"
                          % (min_batch, opt_batch, max_batch))
+
+
+#: TensorRT releases without DLA, [first, end): NVIDIA's TensorRT 11.3 documentation says 10.7 was the last
+#: release with DLA and that 11.0-11.2 had none either; 11.4.1 supports it again (Jetson AGX Orin, JetPack
+#: 7.2.2 or later). Their bindings keep DeviceType.DLA (python/src/infer/pyCore.cpp at v11.0, v11.1), and
+#: builder.num_DLA_cores is 0.
+NO_DLA_RELEASES = ((10, 8), (11, 4, 1))
+
+
+def check_dla(plan: PrecisionPlan, trt_version: Any, dla_core: int, cores: Optional[int] = None) -> None:
+    """Refuse a DLA build that TensorRT ``trt_version`` cannot make (``cores``: the builder's DLA count)."""
+    version = version_tuple(trt_version)
+    first, end = NO_DLA_RELEASES
+    if first <= version < end and not cores:
+        raise InputError(
+            "TensorRT %s has no DLA support (it reports %s DLA cores): 10.7 was the last TensorRT with DLA "
+            "until 11.4.1, which has it again on Jetson AGX Orin with JetPack 7.2.2 or later. Build for DLA "
+            "with JetPack 6 (TensorRT 10.3) or 5.1 (8.5.2), or leave dla_core unset to build for the GPU."
+            % (trt_version, 0 if cores is None else cores))
+    if plan.precision == "int8" and not plan.strongly_typed:
+        # NVIDIA/TensorRT#2222 (maintainers): DLA does not take explicitly quantized (Q/DQ) networks, only
+        # implicit INT8 from calibration; with GPU fallback every Q/DQ layer would run on the GPU.
+        raise InputError(
+            "TensorRT %s does not run explicit (Q/DQ) INT8 on DLA: DLA takes INT8 only from TensorRT's own "
+            "calibration, and with GPU fallback this model would run on the GPU. Build the FP16 ONNX "
+            "(`edgepose convert MODEL --fp16`) for DLA, or build this INT8 model without dla_core (GPU)."
+            % trt_version)
+    if cores is not None and not 0 <= int(dla_core) < cores:
+        raise InputError("DLA core %d requested but this device has %d DLA core%s (Jetson Xavier and Orin "
+                         "AGX/NX have 2, Orin Nano none)" % (dla_core, cores, "" if cores == 1 else "s"))
 
 
 def profile_shapes(input_shape: Sequence[Optional[int]], props: Dict[str, str], min_batch: int,
@@ -225,6 +309,26 @@ def make_sidecar(*, engine_path: PathLike, engine_bytes: bytes, onnx_path: PathL
     }
 
 
+def attach_timing_cache(config: Any, path: Path, logger: Any) -> Any:
+    """Give ``config`` the timing cache in ``path``, or a new one when the file is absent or unusable.
+
+    TensorRT refuses a cache from another version or a damaged file by logging an error and returning
+    no cache from ``create_timing_cache`` (its binding returns the C++ nullptr, i.e. None; TensorRT-LLM's
+    builder handles it the same way), and one from another GPU by ``set_timing_cache`` returning False.
+    """
+    blob = path.read_bytes() if path.is_file() else b""
+    if blob:
+        cache = config.create_timing_cache(blob)
+        if cache is not None and config.set_timing_cache(cache, False):
+            return cache
+        log.warning("timing cache %s was written by another TensorRT version or GPU, or is damaged: ignoring it "
+                    "and starting a new one, which replaces it after the build", path)
+        logger.errors.clear()  # TensorRT logged the refusal as an error; it is not a build error
+    cache = config.create_timing_cache(b"")
+    config.set_timing_cache(cache, False)
+    return cache
+
+
 def write_engine(engine_path: PathLike, engine_bytes: bytes, sidecar: Dict[str, Any]) -> Path:
     """Write the engine, then its sidecar, each atomically (temp file + rename)."""
     path = atomic_write_bytes(engine_path, engine_bytes)
@@ -277,6 +381,9 @@ def trtexec_command(onnx_path: PathLike, engine_path: PathLike, *, max_batch: in
         trt_version = import_tensorrt().__version__ if tensorrt_available() else "10"
     info = inspect_onnx(onnx_path)
     plan = plan_precision(precision, info, trt_version)
+    if dla_core is not None:
+        check_dla(plan, trt_version, dla_core)
+        min_batch = max_batch = opt_batch  # DLA: one batch size
     lo, _, _ = profile_shapes(info.input_shape, info.props, min_batch, opt_batch, max_batch)
     dynamic = info.input_shape[0] is None
     if not dynamic:
@@ -284,7 +391,7 @@ def trtexec_command(onnx_path: PathLike, engine_path: PathLike, *, max_batch: in
     return format_trtexec_command(onnx_path, engine_path, info.input_name, lo[1:], min_batch, opt_batch, max_batch,
                                   workspace_mb=workspace_mb, precision=plan.precision, trt_version=trt_version,
                                   dla_core=dla_core, gpu_fallback=gpu_fallback, timing_cache=timing_cache,
-                                  dynamic_batch=dynamic)
+                                  dynamic_batch=dynamic, builder_flags=plan.builder_flags)
 
 
 def build_engine(onnx_path: PathLike, engine_path: PathLike, *, max_batch: int = 32, opt_batch: int = 8,
@@ -293,9 +400,12 @@ def build_engine(onnx_path: PathLike, engine_path: PathLike, *, max_batch: int =
                  gpu_fallback: bool = True, verbose: bool = False, device: int = 0) -> Path:
     """Build a TensorRT engine from an edgepose ONNX model and write it with its sidecar.
 
-    ``timing_cache`` is a file that is read when it exists and (re)written after the build.
+    ``timing_cache`` is a file that is read when it exists and (re)written after the build; one from
+    another TensorRT version or GPU, or a damaged one, is ignored with a warning.
     ``dla_core`` builds for that DLA core (Jetson Xavier/Orin), with layers DLA cannot run falling
-    back to the GPU when ``gpu_fallback``. Returns the engine path.
+    back to the GPU when ``gpu_fallback``. DLA takes no dynamic shapes, so the engine then has the
+    fixed batch ``opt_batch`` (the backend pads smaller batches; the runtime splits larger ones).
+    Returns the engine path.
     """
     trt = import_tensorrt()
     from edgepose.cuda import get_cuda
@@ -307,6 +417,8 @@ def build_engine(onnx_path: PathLike, engine_path: PathLike, *, max_batch: int =
     info = inspect_onnx(onnx_path)
     trt_version = str(trt.__version__)
     plan = plan_precision(precision, info, trt_version)
+    if dla_core is not None:
+        min_batch = max_batch = opt_batch  # DLA: one batch size
     cuda = get_cuda()
     cuda.set_device(int(device))
     gpu = cuda.device_info(int(device))
@@ -315,6 +427,8 @@ def build_engine(onnx_path: PathLike, engine_path: PathLike, *, max_batch: int =
     logger = trt_logger(trt, verbose)
     logger.errors.clear()
     builder = trt.Builder(logger)
+    if dla_core is not None:
+        check_dla(plan, trt_version, int(dla_core), int(getattr(builder, "num_DLA_cores", 0)))
     network = builder.create_network(network_flags(trt, trt_version))
     parser = trt.OnnxParser(network, logger)  # owns the weights: keep it alive until the build ends
     if not parser.parse_from_file(str(onnx_path)):
@@ -335,7 +449,12 @@ def build_engine(onnx_path: PathLike, engine_path: PathLike, *, max_batch: int =
         config.set_flag(getattr(trt.BuilderFlag, flag))
     if any(d is None for d in input_shape):
         lo, opt, hi = profile_shapes(input_shape, info.props, min_batch, opt_batch, max_batch)
-        if input_shape[0] is None:
+        if input_shape[0] is None and dla_core is not None:
+            # "DLA does not support dynamic dimensions, so the profile's min, max, and opt values must be
+            # equal" (TensorRT developer guide, DLA restrictions); otherwise every layer falls back to the GPU.
+            log.info("DLA takes one batch size: the engine has a fixed batch of %d (set opt_batch to change it)",
+                     opt_batch)
+        elif input_shape[0] is None:
             log.info("optimisation profile for %s: min %s, opt %s, max %s", tensor.name, lo, opt, hi)
         profile = builder.create_optimization_profile()
         profile.set_shape(tensor.name, lo, opt, hi)
@@ -345,23 +464,9 @@ def build_engine(onnx_path: PathLike, engine_path: PathLike, *, max_batch: int =
             log.warning("%s has a fixed batch of %d; the engine takes exactly that batch", onnx_path, input_shape[0])
         min_batch = opt_batch = max_batch = int(input_shape[0])  # type: ignore[arg-type]
 
-    cache = None
-    if timing_cache is not None:
-        blob = Path(timing_cache).read_bytes() if Path(timing_cache).is_file() else b""
-        cache = config.create_timing_cache(blob)
-        if not config.set_timing_cache(cache, False):
-            log.warning("timing cache %s was made by another TensorRT or GPU; starting a new one", timing_cache)
-            cache = config.create_timing_cache(b"")
-            config.set_timing_cache(cache, False)
+    cache = None if timing_cache is None else attach_timing_cache(config, Path(timing_cache), logger)
 
     if dla_core is not None:
-        if not hasattr(trt.DeviceType, "DLA"):
-            raise InputError("TensorRT %s has no DLA support (TensorRT 10.7 was the last release with DLA)"
-                             % trt_version)
-        cores = int(getattr(builder, "num_DLA_cores", 0))
-        if not 0 <= int(dla_core) < cores:
-            raise InputError("DLA core %d requested but this device has %d DLA core%s (Jetson Xavier and Orin "
-                             "AGX/NX have 2, Orin Nano none)" % (dla_core, cores, "" if cores == 1 else "s"))
         if plan.precision == "fp32":
             log.warning("DLA runs FP16 and INT8 only; an FP32 engine will run its layers on the GPU")
         config.default_device_type = trt.DeviceType.DLA
@@ -390,6 +495,6 @@ def build_engine(onnx_path: PathLike, engine_path: PathLike, *, max_batch: int =
     return write_engine(engine_path, engine_bytes, sidecar)
 
 
-__all__ = ["EngineBuildError", "OnnxInfo", "OnnxParseError", "PrecisionPlan", "build_engine", "import_tensorrt",
-           "inspect_onnx", "make_sidecar", "plan_precision", "tensorrt_available", "trtexec_command",
-           "write_engine"]
+__all__ = ["EngineBuildError", "OnnxInfo", "OnnxParseError", "PrecisionPlan", "attach_timing_cache", "build_engine",
+           "check_dla", "check_int8_target_for_engine", "import_tensorrt", "inspect_onnx", "make_sidecar",
+           "plan_precision", "tensorrt_available", "trtexec_command", "write_engine"]

@@ -9,12 +9,15 @@ implementation. Another (for example over cuda-python) can be installed with :fu
 Importing this module needs nothing: the library is looked up and loaded on first use, and a
 missing library is a :class:`~edgepose.errors.MissingDependencyError` that says what to install.
 Every CUDA call's status is checked; a failure is a :class:`CudaError` naming the call and CUDA's
-own description of the error. Set ``EDGEPOSE_CUDART`` to a library path to choose one.
+own description of the error. Set ``EDGEPOSE_CUDART`` to a library path to choose one; otherwise a
+CUDA runtime already loaded into the process (by TensorRT, ONNX Runtime or a pip wheel's
+``nvidia-cuda-runtime``) is used before any found by name, so that one process never holds two.
 """
 import ctypes
 import ctypes.util
 import glob
 import os
+import re
 import sys
 import threading
 from typing import Any, List, NamedTuple, Optional, Sequence, Tuple
@@ -120,12 +123,37 @@ class Cuda:
         return DeviceInfo(int(device), self.device_name(device), "%d.%d" % (major, minor))
 
 
+#: File names of the CUDA runtime on Linux: libcudart.so, libcudart.so.12, libcudart.so.11.0, ...
+_CUDART_FILE = re.compile(r"libcudart\.so(\.[0-9.]+)?$")
+
+
+def mapped_cudart(maps: str = "/proc/self/maps") -> List[str]:
+    """Paths of CUDA runtime libraries already mapped into this process (Linux; elsewhere none).
+
+    A second libcudart beside the one TensorRT was loaded with (pip's TensorRT wheels bring their own)
+    would hold its own CUDA state: device memory and streams from one are not the other's.
+    """
+    try:
+        with open(maps, encoding="utf-8", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    found: List[str] = []
+    for line in lines:
+        fields = line.split(None, 5)  # address perms offset dev inode path
+        path = fields[5].strip() if len(fields) == 6 else ""
+        if _CUDART_FILE.match(os.path.basename(path)) and path not in found and os.path.isfile(path):
+            found.append(path)
+    return found
+
+
 def _library_candidates() -> List[str]:
-    """File names and paths to try for the CUDA runtime, most specific first."""
+    """File names and paths to try for the CUDA runtime: the override, those already loaded, then by name."""
     found: List[str] = []
     override = os.environ.get(ENV_LIBRARY)
     if override:
         found.append(override)
+    found += mapped_cudart()
     if sys.platform == "win32":
         names = ["cudart64_13.dll", "cudart64_12.dll", "cudart64_110.dll", "cudart64_102.dll",
                  "cudart64_101.dll", "cudart64_100.dll"]
@@ -465,4 +493,4 @@ class PinnedBuffer(_Buffer):
 
 
 __all__ = ["Cuda", "CtypesCuda", "CudaError", "DeviceBuffer", "DeviceInfo", "PinnedBuffer", "Stream",
-           "get_cuda", "load_cudart", "set_cuda"]
+           "get_cuda", "load_cudart", "mapped_cudart", "set_cuda"]

@@ -200,16 +200,66 @@ int fake_live(void) { return live; }
 """
 
 
-@pytest.fixture(scope="module")
-def fake_cudart(tmp_path_factory) -> str:
+def compile_fake_cudart(folder: Path, file_name: str, soname: Optional[str] = None) -> Path:
+    """Build FAKE_CUDART as ``folder/file_name`` (with that ELF soname, as CUDA's own libraries have one)."""
     compiler = shutil.which("cc") or shutil.which("gcc")
     if compiler is None or sys.platform == "win32":
         pytest.skip("no C compiler to build the fake libcudart")
-    folder = tmp_path_factory.mktemp("cudart")
+    folder.mkdir(parents=True, exist_ok=True)
     (folder / "fake.c").write_text(FAKE_CUDART)
-    lib = folder / "libcudart_fake.so"
-    subprocess.run([compiler, "-shared", "-fPIC", "-o", str(lib), str(folder / "fake.c")], check=True)
-    return str(lib)
+    lib = folder / file_name
+    flags = ["-Wl,-soname," + soname] if soname else []
+    subprocess.run([compiler, "-shared", "-fPIC", *flags, "-o", str(lib), str(folder / "fake.c")], check=True)
+    return lib
+
+
+@pytest.fixture(scope="module")
+def fake_cudart(tmp_path_factory) -> str:
+    return str(compile_fake_cudart(tmp_path_factory.mktemp("cudart"), "libcudart_fake.so"))
+
+
+def test_cuda_runtime_already_in_the_process_is_used(tmp_path: Path):
+    """TensorRT's pip wheels load their own libcudart; edgepose must use that one, not load a second by name."""
+    wheel = compile_fake_cudart(tmp_path / "site-packages/nvidia/cuda_runtime/lib", "libcudart.so.12",
+                                "libcudart.so.12")
+    system = compile_fake_cudart(tmp_path / "cuda/lib64", "libcudart.so", "libcudart.so.11.0")
+    env = dict(os.environ, LD_LIBRARY_PATH=str(system.parent))  # a CUDA 11 toolkit found first by name
+    env.pop("EDGEPOSE_CUDART", None)
+    code = textwrap.dedent("""
+        import ctypes, sys
+        if len(sys.argv) > 1:
+            ctypes.CDLL(sys.argv[1])  # what importing tensorrt from its pip wheel does
+        from edgepose.cuda import CtypesCuda, mapped_cudart
+        cuda = CtypesCuda()
+        assert cuda.device_count() == 1
+        print(cuda.lib._name)
+        print(" ".join(mapped_cudart()))
+    """)
+
+    def run(*preload: Path) -> List[str]:
+        result = subprocess.run([sys.executable, "-c", code, *map(str, preload)], capture_output=True, text=True,
+                                cwd=str(REPO), env=env)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.splitlines()
+
+    name, mapped = run()  # nothing loaded yet: the first library found by name
+    assert name == "libcudart.so" and mapped == os.path.realpath(system)
+    name, mapped = run(wheel)  # the wheel's runtime is already in the process: it is used, and no other loaded
+    assert name == os.path.realpath(wheel) and mapped == os.path.realpath(wheel)
+
+
+def test_mapped_cudart_reads_the_process_map(tmp_path: Path):
+    lib = tmp_path / "libcudart.so.12.2.140"
+    lib.write_bytes(b"")
+    maps = tmp_path / "maps"
+    maps.write_text(
+        "7f0000000000-7f0000001000 r--p 00000000 08:01 1 %s\n"
+        "7f0000001000-7f0000002000 r-xp 00001000 08:01 1 %s\n"
+        "7f0000003000-7f0000004000 r--p 00000000 08:01 2 /usr/lib/libcudart_static_helper.so\n"
+        "7f0000005000-7f0000006000 r--p 00000000 08:01 3 /gone/libcudart.so.11.0 (deleted)\n"
+        "7ffc00000000-7ffc00021000 rw-p 00000000 00:00 0 [stack]\n" % (lib, lib))
+    assert ecuda.mapped_cudart(str(maps)) == [str(lib)]
+    assert ecuda.mapped_cudart(str(tmp_path / "no-such-file")) == []
 
 
 def test_ctypes_cuda_over_fake_library(fake_cudart: str):
@@ -261,11 +311,18 @@ def test_trtexec_command_tensorrt_8(model: Path, tmp_path: Path):
                         "--memPoolSize=workspace:512 --fp16 --timingCacheFile=t.cache")
     assert "--fp16" in tb.trtexec_command(model, "e.engine", trt_version="8.6", precision="fp16")
     qdq = tiny_onnx(tmp_path / "int8.onnx", precision="int8", qdq=True)
-    cmd = tb.trtexec_command(qdq, "e.engine", trt_version="8.6.1", dla_core=1)
-    assert cmd.endswith("--int8 --useDLACore=1 --allowGPUFallback")
-    assert "--allowGPUFallback" not in tb.trtexec_command(qdq, "e.engine", trt_version="8.6", dla_core=0,
+    assert tb.trtexec_command(qdq, "e.engine", trt_version="8.6.1").endswith("workspace:1024 --int8")
+    # a Q/DQ graph always gets --int8 on 8.x; asked for fp16, the other layers run in FP16
+    assert tb.trtexec_command(qdq, "e.engine", trt_version="8.5.2", precision="fp16").endswith("--int8 --fp16")
+    # DLA: one batch size (opt), and no explicit INT8 on 8.x
+    cmd = tb.trtexec_command(fp16, "e.engine", trt_version="8.6.1", dla_core=1)
+    assert cmd.endswith("--minShapes=input:8x3x8x6 --optShapes=input:8x3x8x6 --maxShapes=input:8x3x8x6 "
+                        "--memPoolSize=workspace:1024 --fp16 --useDLACore=1 --allowGPUFallback")
+    assert "--allowGPUFallback" not in tb.trtexec_command(fp16, "e.engine", trt_version="8.6", dla_core=0,
                                                           gpu_fallback=False)
     assert "--stronglyTyped" not in cmd
+    with pytest.raises(InputError, match=r"explicit \(Q/DQ\) INT8 on DLA.*--fp16"):
+        tb.trtexec_command(qdq, "e.engine", trt_version="8.6.1", dla_core=1)
 
 
 def test_trtexec_command_tensorrt_10_and_11(model: Path, tmp_path: Path):
@@ -514,11 +571,27 @@ class FakeCuda(Cuda):
         return (12, 2)
 
 
-def fake_tensorrt(version: str) -> types.ModuleType:
-    """A ``tensorrt`` module following the Python API of ``version`` (8.5/8.6, 10.x or 11.x)."""
+def fake_tensorrt(version: str, gpu: str = "Fake GPU") -> types.ModuleType:
+    """A ``tensorrt`` module following the Python API of ``version`` (8.5/8.6, 10.x or 11.x) on GPU ``gpu``.
+
+    Version-specific behaviour, as read in NVIDIA/TensorRT's sources and documentation:
+
+    * ``nptype``: 8.5.1/8.5.2 build their table with ``np.bool`` (AttributeError on NumPy 1.24-1.26),
+      8.6 and later with ``np.bool_`` (python/packaging/tensorrt/__init__.py, bindings_wheel/ from 10).
+    * ``DataType`` members per release (python/src/infer/pyFoundationalTypes.cpp).
+    * a Q/DQ network built without the INT8 flag fails on 8.x ("Int8 precision has been set for a layer
+      or layer output, but int8 is not configured in the builder"); 10+ are strongly typed.
+    * ``create_timing_cache`` logs an error and returns None (the C++ nullptr) for a cache of another
+      version or a damaged blob; ``set_timing_cache`` returns False for another GPU's cache unless
+      ``ignore_mismatch``, and, as a pybind11 binding taking a reference, raises TypeError for None.
+    * DLA needs min = opt = max: with GPU fallback every layer of a dynamic-profile network falls back to
+      the GPU (warning per layer), without it the build fails. ``DeviceType.DLA`` exists in every release,
+      but ``num_DLA_cores`` is 0 from 10.8 to 11.4.0 (no DLA in those releases); 2 otherwise (an Orin).
+    """
     major = version_tuple(version)[0]
     trt = types.ModuleType("tensorrt")
     trt.__version__ = version
+    trt.gpu = gpu
     trt.calls = []  # what the build asked for
     trt.parse_errors = []  # set to make the parser fail
 
@@ -530,9 +603,27 @@ def fake_tensorrt(version: str) -> types.ModuleType:
             pass
 
     trt.ILogger = ILogger
+    ERROR, WARNING = 1, 2  # ILogger.Severity values
     trt.TensorIOMode = types.SimpleNamespace(INPUT="in", OUTPUT="out")
-    trt.DataType = types.SimpleNamespace(FLOAT="float", HALF="half")
-    trt.nptype = lambda dt: {"float": np.float32, "half": np.float16}[dt]
+    names = ["FLOAT", "HALF", "INT8", "INT32", "BOOL", "UINT8"]
+    if version_tuple(version)[:2] >= (8, 6):
+        names.append("FP8")
+    if major >= 10:
+        names += ["BF16", "INT64", "INT4"]
+    trt.DataType = types.SimpleNamespace(**{n: "DataType." + n for n in names})
+    dt = trt.DataType
+
+    def nptype(trt_type):
+        bool_type = np.bool if version_tuple(version)[:2] == (8, 5) else np.bool_
+        mapping = {dt.FLOAT: np.float32, dt.HALF: np.float16, dt.INT8: np.int8, dt.INT32: np.int32,
+                   dt.BOOL: bool_type, dt.UINT8: np.uint8}
+        if major >= 10:
+            mapping[dt.INT64] = np.int64
+        if trt_type in mapping:
+            return mapping[trt_type]
+        raise TypeError("Could not resolve TensorRT datatype to an equivalent numpy datatype.")
+
+    trt.nptype = nptype
     trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE="workspace")
     trt.NetworkDefinitionCreationFlag = (types.SimpleNamespace(EXPLICIT_BATCH=0) if major < 10 else
                                          types.SimpleNamespace(EXPLICIT_BATCH=0, STRONGLY_TYPED=1) if major == 10 else
@@ -541,7 +632,8 @@ def fake_tensorrt(version: str) -> types.ModuleType:
     if major < 11:
         flags.update(FP16="FP16", INT8="INT8")
     trt.BuilderFlag = types.SimpleNamespace(**flags)
-    trt.DeviceType = (types.SimpleNamespace(GPU="GPU", DLA="DLA") if major < 11 else types.SimpleNamespace(GPU="GPU"))
+    trt.DeviceType = types.SimpleNamespace(GPU="GPU", DLA="DLA")
+    trt.dla_cores = 0 if (10, 8) <= version_tuple(version) < (11, 4, 1) else 2
 
     class Tensor:
         def __init__(self, name, shape):
@@ -552,6 +644,8 @@ def fake_tensorrt(version: str) -> types.ModuleType:
             record("create_network", flags)
             self.inputs: List[Tensor] = []
             self.out_channels = 0
+            self.layers: List[str] = []
+            self.has_qdq = False
 
         @property
         def num_inputs(self):
@@ -592,6 +686,8 @@ def fake_tensorrt(version: str) -> types.ModuleType:
             dims = tuple(d.dim_value or -1 for d in inp.type.tensor_type.shape.dim)
             self.network.inputs.append(Tensor(inp.name, dims))
             self.network.out_channels = m.graph.output[0].type.tensor_type.shape.dim[1].dim_value
+            self.network.layers = [n.name or n.op_type for n in m.graph.node]
+            self.network.has_qdq = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in m.graph.node)
             return True
 
         @property
@@ -602,15 +698,19 @@ def fake_tensorrt(version: str) -> types.ModuleType:
             return self.errors[i]
 
     class TimingCache:
-        def __init__(self, blob):
-            self.blob = bytes(blob)
+        """Serialized as a header naming the TensorRT version and GPU, then the timings."""
+
+        def __init__(self, gpu_name, timings=b""):
+            self.gpu, self.timings = gpu_name, timings
 
         def serialize(self):
-            return self.blob + b"+timings"
+            return memoryview(b"FAKECACHE|%s|%s|" % (version.encode(), self.gpu.encode()) + self.timings + b"+t")
 
     class Config:
-        def __init__(self):
+        def __init__(self, logger):
+            self.logger = logger
             self.profiles = []
+            self.flags = set()
             self.cache = None
             self.default_device_type = "GPU"
             self.DLA_core = -1
@@ -620,15 +720,36 @@ def fake_tensorrt(version: str) -> types.ModuleType:
 
         def set_flag(self, flag):
             record("flag", flag)
+            self.flags.add(flag)
 
         def add_optimization_profile(self, profile):
             self.profiles.append(profile)
 
         def create_timing_cache(self, blob):
-            return TimingCache(blob)
+            blob = bytes(blob)
+            if not blob:
+                return TimingCache(trt.gpu)
+            parts = blob.split(b"|", 3)
+            if len(parts) != 4 or parts[0] != b"FAKECACHE":
+                self.logger.log(ERROR, "1: [stdArchiveReader.cpp::StdArchiveReaderInitCommon::47] Error Code 1: "
+                                       "Serialization (Serialization assertion magicTagRead == kMAGIC_TAG failed."
+                                       "Magic tag does not match)")
+                return None
+            if parts[1] != version.encode():
+                self.logger.log(ERROR, "1: [stdArchiveReader.cpp::StdArchiveReaderInitCommon::47] Error Code 1: "
+                                       "Serialization (Serialization assertion stdVersionRead == "
+                                       "kSERIALIZATION_VERSION failed.Version tag does not match)")
+                return None
+            return TimingCache(parts[2].decode(), parts[3])
 
         def set_timing_cache(self, cache, ignore_mismatch):
-            record("timing_cache", cache.blob, ignore_mismatch)
+            if not isinstance(cache, TimingCache):
+                raise TypeError("set_timing_cache(): incompatible function arguments. The following argument "
+                                "types are supported: (self, cache: tensorrt.ITimingCache, ignore_mismatch: bool)")
+            record("timing_cache", cache.gpu, cache.timings, ignore_mismatch)
+            if cache.gpu != trt.gpu and not ignore_mismatch:
+                self.logger.log(ERROR, "The timing cache was created on a different device")
+                return False
             self.cache = cache
             return True
 
@@ -640,22 +761,39 @@ def fake_tensorrt(version: str) -> types.ModuleType:
             self.shapes = (name, tuple(lo), tuple(opt), tuple(hi))
 
     class Builder:
-        num_DLA_cores = 2
-
         def __init__(self, logger):
             assert isinstance(logger, ILogger)
+            self.logger = logger
+            self.num_DLA_cores = trt.dla_cores
 
         def create_network(self, flags):
             return Network(flags)
 
         def create_builder_config(self):
-            return Config()
+            return Config(self.logger)
 
         def create_optimization_profile(self):
             return Profile()
 
         def build_serialized_network(self, network, config):
             record("device", config.default_device_type, config.DLA_core)
+            if network.has_qdq and major < 10 and "INT8" not in config.flags:
+                self.logger.log(ERROR, "4: [network.cpp::validate::2925] Error Code 4: Internal Error (Int8 "
+                                       "precision has been set for a layer or layer output, but int8 is not "
+                                       "configured in the builder)")
+                return None
+            placement = config.default_device_type
+            if placement == "DLA" and config.profiles:
+                _, lo, _, hi = config.profiles[0].shapes
+                if lo != hi:  # DLA takes no dynamic dimensions
+                    if "GPU_FALLBACK" not in config.flags:
+                        self.logger.log(ERROR, "DLA does not support dynamic shapes and GPU fallback is off")
+                        return None
+                    for layer in network.layers:
+                        self.logger.log(WARNING, "Default DLA is enabled but layer %s is not supported on DLA, "
+                                                 "falling back to GPU." % layer)
+                    placement = "GPU"
+            record("placement", placement)
             inp = network.inputs[0]
             spec = {"input": inp.name, "shape": list(inp.shape), "k": network.out_channels}
             if config.profiles:
@@ -711,7 +849,7 @@ def fake_tensorrt(version: str) -> types.ModuleType:
             return (n, c, h, w) if name == self.spec["input"] else (n, self.spec["k"], h // 2, w // 2)
 
         def get_tensor_dtype(self, name):
-            return "float"
+            return trt.DataType.FLOAT
 
         def get_tensor_profile_shape(self, name, index):
             assert index == 0
@@ -740,7 +878,7 @@ def use_fake(monkeypatch):
     """Install a fake tensorrt of a given version and a fake CUDA; returns (trt, cuda)."""
 
     def install(version: str, gpu: str = "Fake GPU", cc=(8, 7)):
-        trt = fake_tensorrt(version)
+        trt = fake_tensorrt(version, gpu)
         cuda = FakeCuda(gpu, cc)
         monkeypatch.setitem(sys.modules, "tensorrt", trt)
         monkeypatch.setattr(ecuda, "_default", cuda)
@@ -767,7 +905,8 @@ def test_build_engine_with_fake_tensorrt(use_fake, tmp_path: Path, version, flag
     assert ("create_network", flags) in trt.calls
     assert ("pool", "workspace", 256 << 20) in trt.calls
     assert [c for c in trt.calls if c[0] == "flag"] == precision_flags
-    assert ("timing_cache", b"", False) in trt.calls and cache.read_bytes() == b"+timings"
+    assert ("timing_cache", "Fake GPU", b"", False) in trt.calls
+    assert cache.read_bytes() == b"FAKECACHE|%s|Fake GPU|+t" % version.encode()
     assert ("device", "GPU", -1) in trt.calls
     side = read_sidecar(engine)
     assert side["tensorrt_version"] == version and side["gpu_name"] == "Fake GPU"
@@ -778,7 +917,7 @@ def test_build_engine_with_fake_tensorrt(use_fake, tmp_path: Path, version, flag
     assert ModelMeta.from_props(side["metadata"]).name == "tiny"
     # a second build reuses the timing cache
     tb.build_engine(onnx_path, tmp_path / "tiny.engine", timing_cache=cache)
-    assert ("timing_cache", b"+timings", False) in trt.calls
+    assert ("timing_cache", "Fake GPU", b"+t", False) in trt.calls
 
 
 def test_build_engine_dla_options(use_fake, tmp_path: Path):
@@ -789,9 +928,141 @@ def test_build_engine_dla_options(use_fake, tmp_path: Path):
     assert read_sidecar(engine)["dla_core"] == 1
     with pytest.raises(InputError, match="2 DLA cores"):
         tb.build_engine(onnx_path, tmp_path / "dla.engine", dla_core=2)
-    use_fake("11.0.0")
-    with pytest.raises(InputError, match="no DLA support"):
+
+
+@pytest.mark.parametrize("version, fallback", [("8.5.2.2", True), ("8.6.1", False), ("10.3.0", True)])
+def test_dla_engine_has_one_batch_size(use_fake, tmp_path: Path, caplog, version, fallback):
+    """DLA takes no dynamic shapes: a min != max profile sends every layer to the GPU (or fails the build)."""
+    trt, _ = use_fake(version)
+    onnx_path = tiny_onnx(tmp_path / "tiny.onnx", precision="fp16" if version < "10" else "fp32")
+    with caplog.at_level("WARNING"):
+        engine = tb.build_engine(onnx_path, tmp_path / "dla.engine", dla_core=0, max_batch=32, opt_batch=4,
+                                 gpu_fallback=fallback)
+    assert ("placement", "DLA") in trt.calls and "falling back to GPU" not in caplog.text
+    side = read_sidecar(engine)
+    assert (side["min_batch"], side["opt_batch"], side["max_batch"]) == (4, 4, 4)
+    assert "--minShapes=input:4x3x8x6 --optShapes=input:4x3x8x6 --maxShapes=input:4x3x8x6" in rebuild_hint(side)
+    with TensorRTBackend(engine) as backend:  # the backend pads to the engine's batch; Runtime splits above it
+        assert (backend.min_batch, backend.max_batch) == (4, 4)
+        out = backend.run(np.ones((1, 3, H, W), np.float32))
+        assert out.shape == (1, K, H // 2, W // 2)
+
+
+def test_dla_refuses_explicit_int8_on_tensorrt_8(use_fake, tmp_path: Path):
+    trt, _ = use_fake("8.6.1")
+    qdq = tiny_onnx(tmp_path / "int8.onnx", precision="int8", qdq=True)
+    with pytest.raises(InputError, match=r"explicit \(Q/DQ\) INT8 on DLA.*--fp16.*without dla_core"):
+        tb.build_engine(qdq, tmp_path / "dla.engine", dla_core=0)
+    assert not any(c[0] == "parse" for c in trt.calls)  # refused before the parse
+    tb.build_engine(qdq, tmp_path / "gpu.engine")  # the same model builds for the GPU
+
+
+@pytest.mark.parametrize("version", ["10.8.0", "11.0.0", "11.3.0", "11.4.0"])
+def test_dla_absent_from_tensorrt_releases_without_it(use_fake, tmp_path: Path, version):
+    trt, _ = use_fake(version)
+    assert trt.DeviceType.DLA and trt.Builder(trt_backend.trt_logger(trt)).num_DLA_cores == 0
+    message = r"TensorRT %s has no DLA support.*10\.7.*11\.4\.1" % version.replace(".", r"\.")
+    with pytest.raises(InputError, match=message):
         tb.build_engine(tiny_onnx(tmp_path / "f32.onnx"), tmp_path / "dla.engine", dla_core=0)
+    with pytest.raises(InputError, match="no DLA support"):
+        tb.trtexec_command(tiny_onnx(tmp_path / "f32.onnx"), "e.engine", trt_version=version, dla_core=0)
+
+
+def test_dla_on_tensorrt_11_4_1(use_fake, tmp_path: Path):
+    trt, _ = use_fake("11.4.1")
+    engine = tb.build_engine(tiny_onnx(tmp_path / "fp16.onnx"), tmp_path / "dla.engine", dla_core=1)
+    assert ("device", "DLA", 1) in trt.calls and ("placement", "DLA") in trt.calls
+    assert read_sidecar(engine)["strongly_typed"] is True
+
+
+@pytest.mark.parametrize("version", ["8.5.2.2", "8.6.1"])
+def test_qdq_graph_gets_the_int8_flag_on_tensorrt_8(use_fake, tmp_path: Path, version):
+    """Asked for fp16, a Q/DQ graph still needs INT8 on 8.x; without it the build failed blaming the workspace."""
+    trt, _ = use_fake(version)
+    qdq = tiny_onnx(tmp_path / "int8.onnx", precision="int8", qdq=True)
+    engine = tb.build_engine(qdq, tmp_path / "fp16.engine", precision="fp16")
+    assert [c for c in trt.calls if c[0] == "flag"] == [("flag", "INT8"), ("flag", "FP16")]
+    side = read_sidecar(engine)
+    assert side["precision"] == "int8" and side["builder_flags"] == ["INT8", "FP16"]
+    assert rebuild_hint(side, version).endswith("--int8 --fp16`.")
+    with pytest.raises(InputError, match="precision fp32: the ONNX holds Q/DQ INT8 nodes"):
+        tb.build_engine(qdq, tmp_path / "fp32.engine", precision="fp32")
+    assert tb.plan_precision("auto", _info(None, "int8"), version) == ("int8", False, ("INT8",))
+
+
+def unsigned_qdq_onnx(path: Path) -> Path:
+    """The tiny model with ONNX Runtime's CPU form of Q/DQ: UINT8, zero point 128."""
+    onnx = need_onnx()
+    from onnx import numpy_helper
+
+    model = onnx.load(str(tiny_onnx(path, precision="int8", qdq=True)))
+    for init in model.graph.initializer:
+        if init.name == "zero":
+            init.CopyFrom(numpy_helper.from_array(np.array(128, np.uint8), "zero"))
+    onnx.save(model, str(path))
+    return path
+
+
+def test_unsigned_qdq_is_refused_before_any_work(use_fake, tmp_path: Path):
+    assert tb.inspect_onnx(unsigned_qdq_onnx(tmp_path / "cpu.onnx")).unsigned_qdq
+    assert not tb.inspect_onnx(tiny_onnx(tmp_path / "trt.onnx", precision="int8", qdq=True)).unsigned_qdq
+    trt, _ = use_fake("10.3.0")
+    for call in (lambda: tb.build_engine(tmp_path / "cpu.onnx", tmp_path / "cpu.engine"),
+                 lambda: tb.trtexec_command(tmp_path / "cpu.onnx", "cpu.engine", trt_version="8.6")):
+        with pytest.raises(InputError, match="UINT8 with non-zero, asymmetric zero points.*--target tensorrt"):
+            call()
+    assert not any(c[0] == "parse" for c in trt.calls)
+
+
+def test_convert_refuses_int8_cpu_engine_before_any_work(tmp_path: Path, monkeypatch):
+    need_onnx()
+    from edgepose.converters.convert import convert_model
+
+    monkeypatch.setenv("EDGEPOSE_HOME", str(tmp_path / "home"))
+    with pytest.raises(InputError, match=r"--int8 --target cpu cannot be built into a TensorRT engine.*UINT8"
+                                         r".*Use --int8 --target tensorrt"):
+        convert_model("mobile_pose_mobilenetv3_small", random=True, precision="int8", target="cpu", engine=True,
+                      output=tmp_path / "out" / "pose.engine")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "home").exists()  # nothing written
+    tb.check_int8_target_for_engine("int8", "tensorrt")
+    tb.check_int8_target_for_engine("fp16", "cpu")
+
+
+@pytest.mark.parametrize("case", ["other version", "other gpu", "damaged"])
+def test_unusable_timing_cache_is_ignored_with_a_warning(use_fake, tmp_path: Path, caplog, case):
+    cache = tmp_path / "timing.cache"
+    cache.write_bytes({"other version": b"FAKECACHE|10.0.1|Fake GPU|old", "other gpu": b"FAKECACHE|10.3.0|V100|old",
+                       "damaged": b"\x00garbage"}[case])
+    trt, _ = use_fake("10.3.0")
+    with caplog.at_level("WARNING", logger="edgepose.converters.tensorrt_build"):
+        engine = tb.build_engine(tiny_onnx(tmp_path / "tiny.onnx"), tmp_path / "tiny.engine", timing_cache=cache)
+    assert engine.is_file() and "ignoring it and starting a new one" in caplog.text
+    assert ("timing_cache", "Fake GPU", b"", False) in trt.calls  # a fresh cache was attached
+    assert cache.read_bytes() == b"FAKECACHE|10.3.0|Fake GPU|+t"  # and replaced the unusable one
+    assert list(trt_backend.trt_logger(trt).errors) == []  # TensorRT's refusal is not kept as a build error
+
+
+def test_engine_loads_on_tensorrt_8_5_under_numpy_1_24(use_fake, tmp_path: Path, monkeypatch):
+    """TensorRT 8.5's nptype uses np.bool, which NumPy 1.24-1.26 (Python 3.8's last) do not have."""
+    trt, _ = use_fake("8.5.2.2")
+    engine = fake_engine(tmp_path, "8.5.2.2")
+    with monkeypatch.context() as numpy_1_24:  # NumPy 1.24-1.26 (2.0 brought np.bool back; its own code uses it)
+        numpy_1_24.delattr(np, "bool", raising=False)
+        with pytest.raises(AttributeError, match="bool"):
+            trt.nptype(trt.DataType.FLOAT)  # the fake fails as the real 8.5.2 does there
+        with TensorRTBackend(engine) as backend:
+            dtypes = dict(backend.dtypes)
+            out = backend.run(np.ones((2, 3, H, W), np.float32))
+    assert dtypes == {"input": np.dtype(np.float32), "heatmaps": np.dtype(np.float32)}
+    np.testing.assert_array_equal(out[:, 1], 2.0)
+
+
+def test_numpy_dtype_of_tensorrt_types():
+    new, old = fake_tensorrt("10.3.0"), fake_tensorrt("8.5.2")
+    dt = new.DataType
+    assert trt_backend.numpy_dtype(new, dt.HALF) == np.float16 and trt_backend.numpy_dtype(new, dt.INT64) == np.int64
+    assert trt_backend.numpy_dtype(new, dt.BOOL) == np.bool_ and trt_backend.numpy_dtype(old, dt.UINT8) == np.uint8
+    assert trt_backend.numpy_dtype(new, dt.BF16) is None and trt_backend.numpy_dtype(old, dt.INT64) is None
 
 
 @pytest.mark.parametrize("version", ["8.5.2", "10.3.0"])

@@ -199,7 +199,7 @@ def rebuild_hint(sidecar: Optional[Mapping[str, Any]] = None, trt_version: Optio
             precision=str(side.get("precision") or "fp32"),
             trt_version=trt_version or str(side.get("tensorrt_version") or "10"),
             dla_core=side.get("dla_core"), gpu_fallback=bool(side.get("gpu_fallback", True)),
-            dynamic_batch=shape[0] is None)
+            dynamic_batch=shape[0] is None, builder_flags=side.get("builder_flags"))
         text += " or `%s`" % cmd
     return text + "."
 
@@ -208,11 +208,14 @@ def format_trtexec_command(onnx_path: PathLike, engine_path: PathLike, input_nam
                            input_chw: Sequence[int], min_batch: int, opt_batch: int, max_batch: int, *,
                            workspace_mb: int = 1024, precision: str = "fp32", trt_version: Any = "10",
                            dla_core: Optional[int] = None, gpu_fallback: bool = True,
-                           timing_cache: Optional[PathLike] = None, dynamic_batch: bool = True) -> str:
+                           timing_cache: Optional[PathLike] = None, dynamic_batch: bool = True,
+                           builder_flags: Optional[Sequence[str]] = None) -> str:
     """The trtexec command line that builds what :func:`build_engine` builds, for TensorRT ``trt_version``.
 
     TensorRT 10: ``--stronglyTyped`` (precision comes from the ONNX); 11 and later are always strongly
-    typed (no flag); 8.x: ``--fp16``/``--int8`` builder flags.
+    typed (no flag); 8.x: ``--fp16``/``--int8`` builder flags, from ``builder_flags`` (names in
+    ``trt.BuilderFlag``) when given, else from ``precision``. A DLA build needs one batch size: pass
+    ``min_batch == opt_batch == max_batch``.
     """
     major = (version_tuple(trt_version) or (STRONGLY_TYPED_FROM,))[0]
     dims = "x".join(str(int(d)) for d in input_chw)
@@ -225,6 +228,8 @@ def format_trtexec_command(onnx_path: PathLike, engine_path: PathLike, input_nam
         args.append("--stronglyTyped")
     elif major > STRONGLY_TYPED_FROM:
         pass  # TensorRT 11 removed weak typing: every network is strongly typed
+    elif builder_flags is not None:
+        args += ["--" + flag.lower() for flag in builder_flags if flag in ("INT8", "FP16")]
     elif precision == "fp16":
         args.append("--fp16")
     elif precision == "int8":
@@ -243,6 +248,24 @@ def format_trtexec_command(onnx_path: PathLike, engine_path: PathLike, input_nam
 
 def _dims(shape: Any) -> Tuple[int, ...]:
     return tuple(int(d) for d in shape)
+
+
+# TensorRT DataType member -> NumPy dtype, for the I/O types NumPy has. edgepose does not call
+# ``trt.nptype``: in TensorRT 8.5.1/8.5.2 (JetPack 5.1) it builds its table with ``np.bool``, which
+# NumPy 1.24-1.26 (the NumPy pip installs for Python 3.8) no longer has, so every call raises
+# AttributeError; 8.6 switched to ``np.bool_`` (NVIDIA/TensorRT python/packaging/.../__init__.py at tags
+# 8.5.2 and v8.6.1). FP8, BF16, INT4, FP4 and E8M0 have no NumPy type.
+_NUMPY_TYPES = (("FLOAT", np.float32), ("HALF", np.float16), ("INT8", np.int8), ("INT32", np.int32),
+                ("INT64", np.int64), ("BOOL", np.bool_), ("UINT8", np.uint8))
+
+
+def numpy_dtype(trt: Any, data_type: Any) -> Optional[np.dtype]:
+    """The NumPy dtype of TensorRT ``data_type``, ``None`` when NumPy has no such type."""
+    for name, np_type in _NUMPY_TYPES:
+        member = getattr(trt.DataType, name, None)  # INT64 exists from TensorRT 10
+        if member is not None and member == data_type:
+            return np.dtype(np_type)
+    return None
 
 
 def _profile_batches(engine: Any, name: str, shape: Tuple[int, ...]) -> Tuple[int, int]:
@@ -351,7 +374,15 @@ class TensorRTBackend(Backend):
         self.input_name = inputs[0]
         self.output_name = heatmaps[0]
         self.output_names = outputs  # every output needs an address, even those not returned
-        self.dtypes = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in names}
+        self.dtypes: Dict[str, np.dtype] = {}
+        for name in names:
+            trt_type = engine.get_tensor_dtype(name)
+            dtype = numpy_dtype(trt, trt_type)
+            if dtype is None:
+                raise ModelFileError("engine %s has I/O tensor %s of TensorRT type %s, which NumPy cannot hold; "
+                                     "build the engine from an ONNX with float32 or float16 inputs and outputs"
+                                     % (self.path, name, trt_type))
+            self.dtypes[name] = dtype
         if self.dtypes[self.input_name] not in (np.dtype(np.float32), np.dtype(np.float16)):
             raise ModelFileError("engine %s takes %s input; edgepose feeds float32 or float16"
                                  % (self.path, self.dtypes[self.input_name]))
@@ -422,5 +453,5 @@ class TensorRTBackend(Backend):
 
 
 __all__ = ["TensorRTBackend", "EngineRunError", "check_engine_compatible", "format_trtexec_command",
-           "import_tensorrt", "read_sidecar", "rebuild_hint", "sidecar_path", "tensorrt_available",
+           "import_tensorrt", "numpy_dtype", "read_sidecar", "rebuild_hint", "sidecar_path", "tensorrt_available",
            "trt_logger", "version_tuple"]
