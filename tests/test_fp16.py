@@ -14,7 +14,6 @@ Bounds:
   the wrong precision, an overflow) is far larger than either bound.
 """
 import json
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -23,14 +22,13 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, numpy_helper
 
-from edgepose.converters.export import build_onnx, load_weights_file, save_onnx
+from edgepose.converters.export import save_onnx
 from edgepose.converters.fp16 import to_fp16
-from edgepose.converters.zoo import get_entry
 from edgepose.decode import decode
 from edgepose.meta import ModelMeta
 from edgepose.runtime import Runtime
 from edgepose.transforms import coco_xywh_to_xyxy, preprocess
-import test_parity
+import oracle
 from support import DATA, random_model, require_shared
 
 MODELS = ["simple_pose_resnet18_v1b", "mobile_pose_mobilenet1.0",
@@ -96,17 +94,9 @@ def jittered(model, rel, seed=0):
     return model
 
 
-@pytest.mark.parametrize("case", test_parity.STORED + test_parity.GENERATED)
+@pytest.mark.parametrize("case", oracle.all_cases())
 def test_fp16_error_on_gluoncv_weights_is_weight_rounding(case):
-    folder = test_parity.SHARED_FIXTURES
-    if case not in test_parity.STORED:
-        if not test_parity.ORACLE_ZOO or not (Path(test_parity.ORACLE_ZOO) / (case + ".json")).exists():
-            pytest.skip("set EDGEPOSE_ORACLE_ZOO to the output folder of shared/parity/tools/make_fixtures.py "
-                        "to check FP16 of %s on GluonCV's weights" % case)
-        folder = Path(test_parity.ORACLE_ZOO)
-    info = json.loads((folder / (case + ".json")).read_text())
-    model = build_onnx(get_entry(case), load_weights_file(folder / info["params_file"]), "test")
-    x = np.load(folder / info["input_file"])
+    _, model, x, _ = oracle.load_case(case, "check FP16 on GluonCV's weights")
     ref = session(model).run(None, {"input": x})[0]
     err16 = np.abs(session(to_fp16(model)).run(None, {"input": x})[0] - ref).max()
     err_jitter = np.abs(session(jittered(model, 2.0 ** -11)).run(None, {"input": x})[0] - ref).max()

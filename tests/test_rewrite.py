@@ -1,6 +1,5 @@
 """The exact ConvTranspose -> Conv + DepthToSpace rewrite: single nodes in ONNX Runtime, and the zoo
 graphs after it against GluonCV's heatmaps (the same check and tolerances as test_parity.py)."""
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -8,8 +7,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-import test_parity
-from edgepose.converters.export import build_onnx
+import oracle
 from edgepose.converters.graph import ALLOWED_OPS
 from edgepose.converters.rewrite import deconv_to_conv_depth_to_space
 from edgepose.converters.zoo import get_entry, list_models
@@ -119,24 +117,16 @@ def test_old_opset_is_refused():
 
 @pytest.mark.parametrize("trim", [False, True], ids=["plain", "trim"])
 @pytest.mark.parametrize("case", SIMPLE_POSE)
-def test_rewritten_zoo_graph_matches_gluoncv(case, trim, monkeypatch):
-    """test_parity.check_case, with the graph it builds passed through the rewrite."""
-    folder = test_parity.SHARED_FIXTURES
-    if case not in test_parity.STORED:
-        oracle = test_parity.ORACLE_ZOO
-        if not oracle or not (Path(oracle) / (case + ".json")).exists():
-            pytest.skip("set EDGEPOSE_ORACLE_ZOO to the output folder of shared/parity/tools/make_fixtures.py "
-                        "to check the rewritten %s against GluonCV" % case)
-        folder = Path(oracle)
+def test_rewritten_zoo_graph_matches_gluoncv(case, trim):
+    """The parity check of test_parity.py, with the built graph passed through the rewrite."""
 
-    def build_rewritten(*args):
-        model = deconv_to_conv_depth_to_space(build_onnx(*args), trim=trim)
+    def rewritten(model):
+        model = deconv_to_conv_depth_to_space(model, trim=trim)
         ops = {n.op_type for n in model.graph.node}
         assert "ConvTranspose" not in ops and (trim or ops <= ALLOWED_OPS)
         return model
 
-    monkeypatch.setattr(test_parity, "build_onnx", build_rewritten)
-    test_parity.check_case(folder, case)
+    oracle.check_case(case, rewritten)
 
 
 def test_graphs_without_deconvolutions_are_unchanged():
