@@ -134,7 +134,7 @@ def build_calibration_set(ann_file: PathLike, images_dir: PathLike, out: PathLik
     """
     import hashlib
 
-    from edgepose.calib.sources import CocoSource, read_image, spread_order
+    from edgepose.calib.sources import CocoSource, read_calib_image, spread_order
     from edgepose.fileio import atomic_write_bytes
     from edgepose.transforms import coco_xywh_to_xyxy
 
@@ -156,7 +156,7 @@ def build_calibration_set(ann_file: PathLike, images_dir: PathLike, out: PathLik
                          % (ann_file, min_keypoints, list(licenses or [])))
     blobs, boxes, keypoints = [], [], []
     for info, ann in _progress(picked, progress, "Building calibration set"):
-        image = read_image(source.images_dir / info["file_name"])
+        image = read_calib_image(source.images_dir / info["file_name"])
         box = coco_xywh_to_xyxy(np.array([ann["bbox"]]), info["width"], info["height"])[0]
         x0, y0, x1, y1 = patch_region(box, info["width"], info["height"])
         ok, jpeg = cv2.imencode(".jpg", image[y0:y1, x0:x1], [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])

@@ -24,9 +24,9 @@ import cv2
 import numpy as np
 
 from edgepose.errors import InputError
+from edgepose.fileio import IMAGE_SUFFIXES, images_in, read_image
 
 PathLike = Union[str, Path]
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 #: A video contributes at most this many frames (evenly spaced over its length).
 MAX_VIDEO_FRAMES = 300
@@ -48,12 +48,9 @@ def spread_order(n: int) -> np.ndarray:
     return np.random.default_rng(ORDER_SEED).permutation(n)
 
 
-def read_image(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise InputError("cannot read image %s (not an image OpenCV can decode); remove it from the "
-                         "calibration source" % path)
-    return image
+def read_calib_image(path: Path) -> np.ndarray:
+    """An image of a calibration source; a bad one is an error that says to remove it."""
+    return read_image(path, "remove it from the calibration source")
 
 
 class PersonSource:
@@ -93,7 +90,7 @@ class ImageFolderSource(PersonSource):
 
     def __init__(self, path: Path) -> None:
         super().__init__(path)
-        self.images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        self.images = images_in(path)
         if not self.images:
             raise InputError("calibration folder %s has no images (%s); pass a folder of photos with "
                              "people in them" % (path, ", ".join(IMAGE_SUFFIXES)))
@@ -107,7 +104,7 @@ class ImageFolderSource(PersonSource):
     def frames(self, detector=None) -> Iterator[Frame]:
         for i in spread_order(len(self.images)):
             path = self.images[i]
-            image = read_image(path)
+            image = read_calib_image(path)
             yield Frame(image, detector.detect(image)[:, :4].astype(np.float64), path.name)
 
     def no_persons_hint(self) -> str:
@@ -206,7 +203,7 @@ class CocoSource(PersonSource):
             if len(boxes) == 0:
                 continue
             name = self.coco.loadImgs(image_id)[0]["file_name"]
-            yield Frame(read_image(self.images_dir / name), boxes, name)
+            yield Frame(read_calib_image(self.images_dir / name), boxes, name)
 
     def no_persons_hint(self) -> str:
         return "it has no person annotations with labelled keypoints; pass a COCO person_keypoints file"

@@ -37,7 +37,10 @@ class ConvertResult:
 
 
 def is_edgepose_model(path: Path) -> bool:
-    model = onnx.load(str(path), load_external_data=False)
+    """Whether ``path`` carries edgepose metadata; ModelFileError when it is no readable ONNX file."""
+    from edgepose.converters.export import load_onnx
+
+    model = load_onnx(path, load_external_data=False)
     return ModelMeta.has_edgepose_props({p.key: p.value for p in model.metadata_props})
 
 

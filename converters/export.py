@@ -13,8 +13,8 @@ import edgepose
 from edgepose.converters.archs import build_pose_net
 from edgepose.converters.graph import GraphBuilder, LoadedWeights, RandomWeights, WeightSource
 from edgepose.converters.zoo import ZooEntry
-from edgepose.errors import WeightsMismatchError
-from edgepose.fileio import atomic_write_bytes
+from edgepose.errors import ModelFileError, WeightsMismatchError
+from edgepose.fileio import atomic_write_bytes, existing_file
 from edgepose.meta import ModelMeta
 
 log = logging.getLogger(__name__)
@@ -89,6 +89,16 @@ def count_gflops(model: onnx.ModelProto, batch: int = 1) -> float:
 def save_onnx(model: onnx.ModelProto, path: PathLike) -> Path:
     """Write ``model`` to ``path`` through a temporary file and an atomic rename."""
     return atomic_write_bytes(path, model.SerializeToString())
+
+
+def load_onnx(path: PathLike, load_external_data: bool = True) -> onnx.ModelProto:
+    """An ONNX model a user gave; ModelFileError naming the file when it is missing, a folder or not ONNX."""
+    path = existing_file(path, "ONNX model", "pass the path of an .onnx model file", ModelFileError)
+    try:
+        return onnx.load(str(path), load_external_data=load_external_data)
+    except Exception as e:  # protobuf's DecodeError, OSError, ValueError ...: no common base class
+        raise ModelFileError("%s is not a readable ONNX model (%s); check that the file is complete and is an "
+                             ".onnx file" % (path, str(e).strip() or type(e).__name__)) from e
 
 
 @dataclass

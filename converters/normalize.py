@@ -22,6 +22,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 import edgepose
+from edgepose.converters.export import load_onnx
 from edgepose.converters.graph import OPSET
 from edgepose.converters.rewrite import remove_unused_initializers
 from edgepose.errors import ModelFileError
@@ -44,13 +45,7 @@ def _load(model_or_path: Union[onnx.ModelProto, PathLike]) -> Tuple[onnx.ModelPr
         model.CopyFrom(model_or_path)
         return model, model.graph.name or "model", "unknown"
     path = Path(model_or_path)
-    if not path.is_file():
-        raise ModelFileError("%s does not exist; pass the path of a top-down heatmap .onnx model" % path)
-    try:
-        model = onnx.load(str(path))
-    except Exception as e:  # onnx raises DecodeError, OSError, ValueError ... for a bad file
-        raise ModelFileError("%s is not a readable ONNX model (%s); check that the file is complete "
-                             "and is an .onnx file" % (path, e)) from e
+    model = load_onnx(path)
     return model, path.name, hashlib.sha1(path.read_bytes()).hexdigest()
 
 

@@ -5,6 +5,7 @@ Each command lives in ``edgepose/commands/`` and imports what it needs inside it
 reported by the command that needs it.
 """
 import logging
+import os
 import sys
 from typing import List, Optional
 
@@ -30,8 +31,10 @@ app.command()(models.models)
 def main(argv: Optional[List[str]] = None) -> None:
     """Console entry point: edgepose errors become one clear line and exit code 1.
 
-    Usage errors, --help and Ctrl-C are handled by typer/click (standalone mode).
+    Usage errors, --help and Ctrl-C are handled by typer/click (standalone mode). OpenCV's own log lines
+    ("[ WARN ...] imread_(...)") are silenced: edgepose reports unreadable files itself.
     """
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")  # read when cv2 is first imported
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
         app(args=argv)

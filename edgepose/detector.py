@@ -17,6 +17,7 @@ import onnxruntime as ort
 from edgepose.cache import cache_dir, cache_root
 from edgepose.download import download as download_file
 from edgepose.errors import InputError, InputTypeError, ModelFileError
+from edgepose.fileio import existing_file
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -191,11 +192,8 @@ def _open_session(
     path: Path, providers: Optional[Sequence], threads: Optional[int]
 ) -> "ort.InferenceSession":
     """An ONNX Runtime session (CPU by default); ModelFileError when the file is missing or bad."""
-    if not path.is_file():
-        raise ModelFileError(
-            f"YOLOX model file not found: {path}. Pass the path of a YOLOX .onnx file, e.g. "
-            f"{YOLOX_NANO_FILE} from {YOLOX_RELEASES}."
-        )
+    existing_file(path, "YOLOX model file", f"pass the path of a YOLOX .onnx file, e.g. {YOLOX_NANO_FILE} from "
+                  f"{YOLOX_RELEASES}", ModelFileError)
     options = ort.SessionOptions()
     if threads is not None:
         options.intra_op_num_threads = threads

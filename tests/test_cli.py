@@ -1,5 +1,6 @@
 """The edgepose command as a user runs it (a real subprocess each time)."""
 import json
+import shutil
 
 import numpy as np
 import onnxruntime as ort
@@ -85,12 +86,13 @@ def test_predict_with_detector_and_with_boxes(tmp_path):
              "-o", tmp_path / "det", home=tmp_path)
     results = json.loads((tmp_path / "det" / "keypoints.json").read_text())
     assert len(results) == 3 and all(len(r["keypoints"]) == 51 for r in results)
-    assert (tmp_path / "det" / "soccer.jpg").exists()
+    assert (tmp_path / "det" / "soccer.png").exists()  # a PNG input keeps its extension
+    assert (tmp_path / "det" / "soccer.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     boxes = tmp_path / "boxes.json"
     boxes.write_text(json.dumps({"soccer.png": [[180, 420, 560, 920, 0.9]]}))
     edgepose("predict", soccer, "-m", model, "--boxes", boxes, "-o", tmp_path / "box", "--no-draw", home=tmp_path)
     assert len(json.loads((tmp_path / "box" / "keypoints.json").read_text())) == 1
-    assert not (tmp_path / "box" / "soccer.jpg").exists()
+    assert not (tmp_path / "box" / "soccer.png").exists()
 
 
 def test_predict_unreadable_image_is_a_clear_error(tmp_path):
@@ -99,6 +101,40 @@ def test_predict_unreadable_image_is_a_clear_error(tmp_path):
     bad.write_bytes(b"not an image")
     proc = edgepose("predict", bad, "-m", model, "--boxes", bad, home=tmp_path, check=False)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
+
+
+@pytest.mark.shared
+def test_predict_folders_globs_and_unreadable_images(tmp_path):
+    model = random_model("mobile_pose_mobilenetv3_small")
+    photos, more = tmp_path / "photos", tmp_path / "more"
+    for folder, names in ((photos, ("soccer.png", "person.jpg")), (more, ("street_small.jpg", "biking.jpg"))):
+        folder.mkdir()
+        for name in names:
+            shutil.copy(DATA / "demo_media" / name, folder)
+    (photos / "broken.jpg").write_bytes(b"not an image")
+    (photos / "notes.txt").write_text("not an image either")
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps({n: [[10, 10, 100, 200]] for n in ("soccer.png", "person.jpg", "street_small.jpg",
+                                                                   "biking.jpg", "broken.jpg")}))
+    out = tmp_path / "out"
+    proc = edgepose("predict", photos, more / "s*.jpg", "-m", model, "--boxes", boxes, "-o", out, home=tmp_path)
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and str(photos / "broken.jpg") in warnings[0] and "skipped" in warnings[0]
+    assert "1 image skipped" in proc.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["keypoints.json", "person.jpg", "soccer.png", "street_small.jpg"]
+    results = json.loads((out / "keypoints.json").read_text())
+    assert [r["file_name"] for r in results] == ["person.jpg", "soccer.png", "street_small.jpg"]  # folder sorted
+
+    proc = edgepose("predict", photos / "broken.jpg", tmp_path / "gone.jpg", "-m", model, "--boxes", boxes,
+                    "-o", tmp_path / "none", home=tmp_path, check=False)
+    assert proc.returncode == 1 and "none of the 2 images could be processed" in proc.stderr
+    assert not (tmp_path / "none").exists()
+
+    shutil.copy(DATA / "demo_media" / "soccer.png", more)
+    proc = edgepose("predict", photos, more, "-m", model, "--boxes", boxes, "-o", tmp_path / "clash", home=tmp_path,
+                    check=False)
+    assert proc.returncode == 1 and "two inputs are named soccer.png" in proc.stderr
+    assert not (tmp_path / "clash").exists()
 
 
 @pytest.mark.shared

@@ -171,7 +171,7 @@ def test_bad_options(kwargs):
 
 
 def test_missing_model_file(tmp_path):
-    with pytest.raises(ModelFileError, match="not found.*nothing.onnx"):
+    with pytest.raises(ModelFileError, match="nothing.onnx does not exist; pass the path of a YOLOX"):
         YoloxDetector(tmp_path / "nothing.onnx")
 
 

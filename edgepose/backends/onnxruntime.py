@@ -6,6 +6,7 @@ import numpy as np
 
 from edgepose.backends.base import Backend
 from edgepose.errors import MissingDependencyError, ModelFileError
+from edgepose.fileio import existing_file
 
 #: Preferred order when the installed onnxruntime offers them.
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
@@ -42,9 +43,7 @@ class OnnxRuntimeBackend(Backend):
                  threads: Optional[int] = None) -> None:
         super().__init__()
         ort = _ort()
-        if not os.path.isfile(model_path):
-            raise ModelFileError("model file %s does not exist; convert one with `edgepose convert NAME`"
-                                 % model_path)
+        existing_file(model_path, "model file", "convert one with `edgepose convert NAME`", ModelFileError)
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = int(threads)

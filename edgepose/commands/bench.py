@@ -25,7 +25,7 @@ def bench(
     """Time Runtime.estimate on a 1080p frame: pre-processing, inference, post-processing."""
     from edgepose.bench import measure
     from edgepose.errors import InputError
-    from edgepose.fileio import atomic_write_bytes
+    from edgepose.fileio import atomic_write_bytes, writable_file
     from edgepose.runtime import Runtime
 
     try:
@@ -34,6 +34,8 @@ def bench(
         raise InputError("--batch takes comma-separated integers, e.g. 1,8,32; got %r" % batch) from e
     if not sizes or min(sizes) < 1 or repeats < 1:
         raise InputError("--batch needs positive sizes and --repeats at least 1")
+    if json_path is not None:
+        writable_file(json_path, "--json file")
     options = {"threads": threads} if threads and backend in ("auto", "onnxruntime") else {}
     table = Table(title="edgepose bench (median of %d, 1080p frame%s)" % (repeats, ", flip" if flip else ""),
                   box=box.SIMPLE_HEAD)

@@ -57,7 +57,7 @@ def webcam(
     min_cutoff: float = typer.Option(1.0, "--min-cutoff", min=0.0, help="One Euro cut-off at rest (Hz); lower = steadier still joints."),
     beta: float = typer.Option(0.01, "--beta", min=0.0, help="One Euro speed coefficient (per pixel/s); higher = less lag on fast motion."),
     d_cutoff: float = typer.Option(1.0, "--d-cutoff", min=0.0, help="One Euro cut-off of the speed estimate (Hz)."),
-    keypoint_thresh: float = typer.Option(0.2, "--kpt-thresh", help="A joint is drawn, tracked and smoothed when its score exceeds this."),
+    keypoint_thresh: float = typer.Option(0.2, "--kpt-thresh", min=0.0, max=1.0, help="A joint is drawn, tracked and smoothed when its score exceeds this."),
     box_thresh: float = typer.Option(0.5, "--box-thresh", min=0.0, max=1.0, help="Detector score threshold."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="ONNX Runtime threads of the pose model (default: one per core)."),
     detector_threads: int = typer.Option(1, "--detector-threads", min=1, help="ONNX Runtime threads of the detector, which runs beside the pose model."),
@@ -70,11 +70,15 @@ def webcam(
     the --output video and --json lines are finalised in every case.
     """
     from edgepose.detector import YoloxDetector, default_detector_path
+    from edgepose.fileio import writable_file
     from edgepose.live import STAGES, LivePose, LiveSession
     from edgepose.runtime import Runtime
     from edgepose.smooth import OneEuroFilter
     from edgepose.video import window_problem
 
+    for path, what in ((output, "--output video"), (json_path, "--json file")):
+        if path is not None:
+            writable_file(path, what)
     one_euro = OneEuroFilter(min_cutoff, beta, d_cutoff)
     model_path = _pose_model(model, precision, target)
     runtime = Runtime(model_path, threads=threads)
