@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Union
+from typing import Callable, List, Optional, Union
 
 import numpy as np
 
@@ -23,7 +23,10 @@ DEFAULT_MAX_PERSONS = 512
 #: Every HELD_OUT_EVERY-th crop is held out for the accuracy gate (20 %), never calibrated on.
 HELD_OUT_EVERY = 5
 
-__all__ = ["CalibrationSet", "DEFAULT_MAX_PERSONS", "load_calibration"]
+#: Called as persons are found: (frames searched, frames to search at most, persons found so far).
+ProgressCallback = Callable[[int, int, int], None]
+
+__all__ = ["CalibrationSet", "DEFAULT_MAX_PERSONS", "ProgressCallback", "load_calibration"]
 
 
 @dataclass
@@ -67,26 +70,24 @@ def _make_detector(detector):
     return detector
 
 
-def _prepare(source, meta: ModelMeta, max_persons: int, detector, progress: bool) -> tuple:
+def _prepare(source, meta: ModelMeta, max_persons: int, detector, report: ProgressCallback) -> tuple:
     """Crop persons from ``source`` until ``max_persons``: (crops (N, 3, H, W), origins)."""
     from edgepose.transforms import preprocess
 
     batches, origins = [], []
     count = frames = 0
-    bar = _Bar(len(source), "Preparing calibration crops from %s" % source.describe(), progress)
-    try:
-        for frame in source.frames(detector):
-            frames += 1
-            boxes = frame.boxes[:max_persons - count]
-            if len(boxes):
-                batches.append(preprocess(frame.image, boxes, meta, image_is_rgb=False).batch)
-                origins += [frame.origin] * len(boxes)
-                count += len(boxes)
-            bar.advance(count)
-            if count >= max_persons:
-                break
-    finally:
-        bar.close()
+    total = len(source)
+    report(0, total, 0)
+    for frame in source.frames(detector):
+        frames += 1
+        boxes = frame.boxes[:max_persons - count]
+        if len(boxes):
+            batches.append(preprocess(frame.image, boxes, meta, image_is_rgb=False).batch)
+            origins += [frame.origin] * len(boxes)
+            count += len(boxes)
+        report(frames, total, count)
+        if count >= max_persons:
+            break
     if count == 0:
         raise InputError("calibration source %s yielded no persons (%d %s searched): %s"
                          % (source.path, frames, "frames" if source.kind == "video" else "images",
@@ -95,37 +96,39 @@ def _prepare(source, meta: ModelMeta, max_persons: int, detector, progress: bool
 
 
 class _Bar:
-    """A rich progress bar on stderr over the source's frames (nothing when disabled)."""
+    """A :data:`ProgressCallback` drawing a rich progress bar on stderr: frames searched, persons found."""
 
-    def __init__(self, total: int, title: str, enabled: bool) -> None:
-        self.progress = None
-        if enabled:
-            from rich.console import Console
-            from rich.progress import Progress
+    def __init__(self, title: str) -> None:
+        from rich.console import Console
+        from rich.progress import Progress
 
-            self.progress = Progress(*Progress.get_default_columns(), "{task.fields[persons]} persons",
-                                     console=Console(stderr=True), transient=True)
-            self.task = self.progress.add_task(title, total=total, persons=0)
-            self.progress.start()
+        self.progress = Progress(*Progress.get_default_columns(), "{task.fields[persons]} persons found",
+                                 console=Console(stderr=True), transient=True)
+        self.task = self.progress.add_task(title, total=None, persons=0)
+        self.progress.start()
 
-    def advance(self, persons: int) -> None:
-        if self.progress is not None:
-            self.progress.update(self.task, advance=1, persons=persons)
+    def __call__(self, frames: int, total: int, persons: int) -> None:
+        self.progress.update(self.task, completed=frames, total=total, persons=persons)
 
     def close(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()
+        self.progress.stop()
+
+
+def _no_progress(frames: int, total: int, persons: int) -> None:
+    """The :data:`ProgressCallback` that shows nothing."""
 
 
 def load_calibration(source: Optional[PathLike], meta: ModelMeta, *, max_persons: int = DEFAULT_MAX_PERSONS,
-                     detector=None, progress: bool = True, use_cache: bool = True,
+                     detector=None, progress: Union[bool, ProgressCallback] = True, use_cache: bool = True,
                      images_dir: Optional[PathLike] = None) -> CalibrationSet:
     """Person crops for ``meta``'s model from ``source`` (see the module doc), at most ``max_persons``.
 
     ``source`` None: the default public set (downloaded once; offline this raises a DownloadError that
     says how to pass ``--calib``). ``detector``: a YoloxDetector or the path of a YOLOX ONNX, for
     folders and videos (default: YOLOX-Nano from the cache, downloaded once). ``images_dir``: where a
-    COCO file's images are when not in the usual places. Raises InputError when the source yields no
+    COCO file's images are when not in the usual places. ``progress``: True draws a progress bar on
+    stderr while persons are found (frames searched, persons found), False shows nothing, a callable
+    receives :data:`ProgressCallback`'s figures instead. Raises InputError when the source yields no
     persons, or fewer than 2 (nothing to hold out).
     """
     from edgepose.calib import cache
@@ -134,7 +137,7 @@ def load_calibration(source: Optional[PathLike], meta: ModelMeta, *, max_persons
 
     if max_persons < 2:
         raise InputError("max_persons must be at least 2 (calibration plus held-out crops), got %d" % max_persons)
-    path = default_calibration_set(progress=progress) if source is None else source
+    path = default_calibration_set(progress=progress is True) if source is None else source
     src = open_source(path, images_dir)
     det = _make_detector(detector) if src.needs_detector else None
     fingerprint = source_fingerprint(src, [describe_detector(det)] if det is not None else [])
@@ -143,7 +146,12 @@ def load_calibration(source: Optional[PathLike], meta: ModelMeta, *, max_persons
     if cached is not None:
         crops, origins = cached
     else:
-        crops, origins = _prepare(src, meta, max_persons, det, progress)
+        bar = _Bar("Finding calibration persons in %s" % src.describe()) if progress is True else None
+        try:
+            crops, origins = _prepare(src, meta, max_persons, det, bar or progress or _no_progress)
+        finally:
+            if bar is not None:
+                bar.close()
         if use_cache:
             cache.save(key, meta, crops, origins)
     if len(crops) < 2:

@@ -3,8 +3,12 @@
 1. person crops from ``calib_source`` (or the default public set) via :func:`edgepose.calib.load_calibration`;
 2. Q/DQ quantisation for ``target`` (:func:`edgepose.converters.quantize.quantize_int8`) into a
    temporary file beside the output;
-3. the accuracy gate (:mod:`edgepose.converters.gate`) on the held-out crops;
-4. gate passed (or ``force``): the INT8 model moves to ``out_path``, its agreement figures in its
+3. the accuracy gate (:mod:`edgepose.converters.gate`): the OKS a user is estimated to lose, from
+   crops the scored INT8 model was not calibrated on. With at least HOLD_OUT_MIN held-out persons
+   (every 5th person of the source, e.g. the default set) those, the model calibrated on the rest;
+   with fewer, CV_FOLDS-fold cross-validation over all persons: each fold is scored by a model
+   calibrated on the other folds, so every person counts, and the model kept is calibrated on all;
+4. gate passed (or ``force``): the INT8 model moves to ``out_path``, its gate figures in its
    metadata. Gate failed: nothing is left at ``out_path``; with ``fp16_fallback`` the FP16 model is
    written instead (its name says fp16) and the report says why, else AccuracyGateError.
 """
@@ -15,19 +19,27 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Union
+from typing import Callable, List, Optional, Tuple, Union
 
+import numpy as np
 import onnx
 from onnx import helper
 
+from edgepose.calib import DEFAULT_MAX_PERSONS, ProgressCallback, load_calibration
 from edgepose.converters.export import save_onnx
-from edgepose.converters.gate import GATE_MIN_MEAN_OKS, AccuracyGateError, Agreement, agreement, passes
+from edgepose.converters.gate import (
+    CONFIDENT_SCORE, GATE_MAX_OKS_LOSS, GATE_MIN_PERSONS, AccuracyGateError, Agreement, GateDecision, LossEstimate,
+    compare_heatmaps, decide, estimate_loss, model_heatmaps)
 from edgepose.converters.quantize import DEFAULT_METHOD, quantize_int8, quantizer_options
 from edgepose.errors import ModelFileError
 from edgepose.meta import PREFIX, ModelMeta
 
 PathLike = Union[str, Path]
 KEY_AGREEMENT = PREFIX + "int8_agreement"
+#: Held-out persons from which the gate scores them alone (one quantisation); below, cross-validation.
+HOLD_OUT_MIN = 50
+#: Folds of the cross-validation (each model is calibrated on 1 - 1/CV_FOLDS of the persons).
+CV_FOLDS = 5
 
 
 @dataclass
@@ -40,7 +52,9 @@ class Int8Report:
     target: str
     method: str
     agreement: Agreement
-    threshold: float
+    estimate: LossEstimate
+    decision: GateDecision
+    scheme: str  # how the scored persons were kept out of calibration
     passed: bool
     forced: bool
     fell_back: bool
@@ -50,10 +64,16 @@ class Int8Report:
 
     def lines(self) -> List[str]:
         """A human-readable account, one line each (for the CLI)."""
+        est, dec = self.estimate, self.decision
         out = ["Calibrated on %d persons from %s (%s); INT8 %s form" % (
             self.calibration_persons, self.calibration, self.method, self.target),
-            "Accuracy gate: %s; needs mean OKS agreement >= %.3f: %s" % (
-                self.agreement.summary(), self.threshold, "passed" if self.passed else "FAILED")]
+            "Accuracy gate: %s; %d of them with %d joints the FP32 model is confident about (peak >= %.2f)" % (
+                self.scheme, est.counted, est.joints, CONFIDENT_SCORE),
+            "Accuracy gate: estimated mean OKS loss vs FP32 %s, allowed %.3f (95%% upper bound, at least %d persons): "
+            "%s, %s" % ("%.4f, 95%% upper bound %.4f" % (est.loss, est.upper) if est.counted > 1 else "unknown",
+                        dec.tolerance, dec.min_persons, "passed" if self.passed else "FAILED", dec.why),
+            "Accuracy gate: largest move of a confident joint %.1f crop pixels; %s" % (
+                est.max_px_error, self.agreement.summary())]
         if self.reason:
             out.append(self.reason)
         out.append("Wrote %s (%s)" % (self.path, self.precision.upper()))
@@ -74,31 +94,69 @@ def _write_fp16(fp32_path: PathLike, out_path: Path) -> Path:
     return save_onnx(to_fp16(onnx.load(str(fp32_path))), out_path)
 
 
-def _finish_int8(tmp: str, out_path: Path, result: Agreement, threshold: float, forced: bool) -> Path:
+def _rounded(value: float) -> Optional[float]:
+    """``value`` to 5 decimals for JSON; None for nan (no persons to estimate from)."""
+    return None if np.isnan(value) else round(value, 5)
+
+
+def _finish_int8(tmp: str, out_path: Path, result: Agreement, estimate: LossEstimate, decision: GateDecision,
+                 scheme: str, forced: bool) -> Path:
     """Move the INT8 model into place with its gate figures in the metadata."""
     model = onnx.load(tmp)
-    figures = {"mean_oks": round(result.mean_oks, 5), "min_oks": round(result.min_oks, 5),
+    figures = {"oks_loss": _rounded(estimate.loss), "oks_loss_upper": _rounded(estimate.upper),
+               "tolerance": decision.tolerance, "persons_counted": estimate.counted, "joints": estimate.joints,
+               "scheme": scheme, "mean_oks": round(result.mean_oks, 5), "min_oks": round(result.min_oks, 5),
                "max_px_error": round(result.max_px_error, 2), "held_out_persons": result.persons,
-               "threshold": threshold, "forced": forced}
+               "passed": decision.passed, "forced": forced}
     helper.set_model_props(model, dict({p.key: p.value for p in model.metadata_props},
                                             **{KEY_AGREEMENT: json.dumps(figures)}))
     return save_onnx(model, out_path)
 
 
+def _scored(fp32_path: PathLike, calib, meta: ModelMeta, tmp: str, quantize: Callable[[np.ndarray, str], object],
+            folds: int = CV_FOLDS) -> Tuple[np.ndarray, np.ndarray, str]:
+    """Quantise the model kept into ``tmp`` and score persons it, or a fold model, was not calibrated on.
+
+    Returns FP32 and INT8 heatmaps of the scored persons and a description of the scheme (module docstring).
+    """
+    if len(calib.held_out) >= HOLD_OUT_MIN:
+        quantize(calib.crops, tmp)
+        return (model_heatmaps(fp32_path, calib.held_out), model_heatmaps(tmp, calib.held_out),
+                "%d held-out persons (calibrated on the other %d)" % (len(calib.held_out), len(calib.crops)))
+    crops = np.concatenate([calib.crops, calib.held_out])
+    k = min(folds, len(crops))
+    fold_of = np.arange(len(crops)) % k
+    int8 = None
+    with tempfile.TemporaryDirectory(prefix="edgepose-gate-") as folder:
+        for f in range(k):
+            fold_model = os.path.join(folder, "fold%d.onnx" % f)
+            quantize(crops[fold_of != f], fold_model)
+            heatmaps = model_heatmaps(fold_model, crops[fold_of == f])
+            if int8 is None:
+                int8 = np.empty((len(crops),) + heatmaps.shape[1:], heatmaps.dtype)
+            int8[fold_of == f] = heatmaps
+    quantize(crops, tmp)
+    return (model_heatmaps(fp32_path, crops), int8,
+            "%d-fold cross-validation over all %d persons (each scored by a model not calibrated on it)"
+            % (k, len(crops)))
+
+
 def make_int8(fp32_path: PathLike, out_path: PathLike, *, calib_source: Optional[PathLike] = None,
               target: str = "tensorrt", method: str = DEFAULT_METHOD, force: bool = False,
               fp16_fallback: bool = True, detector=None, max_persons: Optional[int] = None,
-              threshold: float = GATE_MIN_MEAN_OKS, progress: bool = True,
+              tolerance: float = GATE_MAX_OKS_LOSS, min_persons: int = GATE_MIN_PERSONS,
+              progress: Union[bool, ProgressCallback] = True,
               fallback_path: Optional[PathLike] = None) -> Int8Report:
     """Quantise ``fp32_path`` (an edgepose FP32 ONNX) to INT8 at ``out_path``, gated (module docstring).
 
     ``calib_source``: folder of photos, COCO keypoints .json, video or calibration-set .npz (None: the
     default public set, downloaded once). ``detector``: YoloxDetector or YOLOX .onnx path for folders
-    and videos. Raises AccuracyGateError when the gate fails, ``force`` is off and ``fp16_fallback`` is off.
+    and videos. ``tolerance``/``min_persons``: the gate's rule (:func:`edgepose.converters.gate.decide`).
+    ``progress``: True for a progress bar on stderr while persons are found, False for none, or a callback
+    (:data:`edgepose.calib.ProgressCallback`). Raises AccuracyGateError when the gate fails, ``force`` is
+    off and ``fp16_fallback`` is off.
     ``fallback_path``: where the FP16 fallback goes (default: :func:`fp16_path_for` ``out_path``).
     """
-    from edgepose.calib import DEFAULT_MAX_PERSONS, load_calibration
-
     quantizer_options(target, method)  # bad target/method fail before any work
     out_path = Path(out_path)
     model = onnx.load(str(fp32_path), load_external_data=False)
@@ -109,32 +167,37 @@ def make_int8(fp32_path: PathLike, out_path: PathLike, *, calib_source: Optional
     meta = ModelMeta.from_props(props)
     calib = load_calibration(calib_source, meta, max_persons=max_persons or DEFAULT_MAX_PERSONS,
                              detector=detector, progress=progress)
+    provenance = {"source": calib.source, "persons": calib.persons, "fingerprint": calib.fingerprint}
+
+    def quantize(crops: np.ndarray, path: str) -> object:
+        return quantize_int8(fp32_path, crops, path, target=target, method=method, provenance=provenance)
+
     out_path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix="." + out_path.name + ".", suffix=".tmp", dir=str(out_path.parent))
     os.close(fd)
     try:
-        quantize_int8(fp32_path, calib.crops, tmp, target=target, method=method,
-                      provenance={"source": calib.source, "persons": calib.persons, "fingerprint": calib.fingerprint})
-        result = agreement(fp32_path, tmp, calib.held_out, meta)
-        ok = passes(result, threshold)
-        report = dict(target=target, method=method, agreement=result, threshold=threshold, passed=ok,
-                      forced=force and not ok, calibration=calib.source, calibration_persons=calib.persons)
+        fp32_hm, int8_hm, scheme = _scored(fp32_path, calib, meta, tmp, quantize)
+        result = compare_heatmaps(fp32_hm, int8_hm, meta.input_size)
+        estimate = estimate_loss(fp32_hm, int8_hm, meta.input_size)
+        decision = decide(estimate, tolerance, min_persons)
+        ok = decision.passed
+        report = dict(target=target, method=method, agreement=result, estimate=estimate, decision=decision,
+                      scheme=scheme, passed=ok, forced=force and not ok, calibration=calib.source,
+                      calibration_persons=calib.persons)
         if ok or force:
             reason = "" if ok else "Kept INT8 anyway (--force): expect keypoints to differ from the FP32 model's."
-            path = _finish_int8(tmp, out_path, result, threshold, force and not ok)
+            path = _finish_int8(tmp, out_path, result, estimate, decision, scheme, force and not ok)
             return Int8Report(path=path, precision="int8", fell_back=False, reason=reason, **report)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    advice = ("calibrate on more, and more typical, persons (--calib DIR), try another calibration method, or "
-              "keep INT8 anyway with --force (e.g. a random-weight model for speed trials)")
+    worst = estimate.worst_joints(meta.keypoints)
+    advice = ("calibrate on more, and more typical, persons (--calib DIR; the gate needs %d persons with confident "
+              "joints), try another calibration method, or keep INT8 anyway with --force (e.g. a random-weight "
+              "model for speed trials)" % min_persons)
+    failure = "INT8 failed the accuracy gate: %s%s" % (decision.why, " (worst joints: %s)" % worst if worst else "")
     if not fp16_fallback:
-        raise AccuracyGateError("INT8 %s failed the accuracy gate: %s, below the %.3f required (worst joints: "
-                                "%s). Nothing was written; %s." % (
-                                    fp32_path, result.summary(), threshold,
-                                    result.worst_joints(meta.keypoints), advice))
+        raise AccuracyGateError("%s of %s. Nothing was written; %s." % (failure, fp32_path, advice))
     path = _write_fp16(fp32_path, Path(fallback_path) if fallback_path is not None else fp16_path_for(out_path))
-    reason = ("INT8 failed the accuracy gate (mean OKS agreement %.4f < %.3f; worst joints: %s), so the FP16 "
-              "model was written instead; %s." % (result.mean_oks, threshold, result.worst_joints(meta.keypoints),
-                                                  advice))
+    reason = "%s, so the FP16 model was written instead; %s." % (failure, advice)
     return Int8Report(path=path, precision="fp16", fell_back=True, reason=reason, **report)

@@ -130,9 +130,19 @@ def test_too_few_persons(tmp_path):
 
 @pytest.mark.shared
 def test_progress_bar_goes_to_stderr(capfd):
-    load_calibration(COCO_FILE, META, progress=True)
+    load_calibration(COCO_FILE, META, progress=True, use_cache=False)
     captured = capfd.readouterr()
     assert captured.out == ""
+
+
+def test_progress_callback_counts_frames_and_persons(detector):
+    calls = []
+    calib = load_calibration(DEMO, META, detector=detector, use_cache=False,
+                             progress=lambda frames, total, persons: calls.append((frames, total, persons)))
+    images = len([p for p in DEMO.iterdir() if p.suffix in (".jpg", ".png")])
+    assert calls[0] == (0, images, 0) and calls[-1] == (images, images, calib.persons)
+    assert [c[0] for c in calls] == list(range(images + 1))  # once before the first frame, then per frame
+    assert all(a[2] <= b[2] for a, b in zip(calls, calls[1:]))  # persons found so far never decrease
 
 
 # ------------------------------------------------------------------ cache
