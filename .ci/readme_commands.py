@@ -1,10 +1,11 @@
-"""Print the `edgepose ...` commands of one README section, one per line, for CI to run as written.
+"""Print the commands of one README section as a shell script, for CI to run as written.
 
     python .ci/readme_commands.py "Set up"        # the main job of the set-up command
     python .ci/readme_commands.py "A short tour"
 
 Only fenced bash/sh blocks count; comments after `#` are dropped; in a line joined with `&&` the
-last part is taken (`... && .venv/bin/edgepose convert ...` -> `edgepose convert ...`).
+last part is taken (`... && .venv/bin/edgepose convert ...` -> `edgepose convert ...`); kept are
+`edgepose` commands and the shell lines around them (`NAME=value`, `echo ...`), not installs or pytest.
 """
 import re
 import sys
@@ -26,7 +27,7 @@ def commands(body: str) -> list:
         for line in block.splitlines():
             line = re.sub(r"\s+#.*$", "", line.split("&&")[-1]).strip()
             line = re.sub(r"^\S*/bin/edgepose ", "edgepose ", line)
-            if line.startswith("edgepose ") or line.startswith("export "):
+            if line.startswith(("edgepose ", "echo ")) or re.match(r"[A-Z_]+=", line):
                 found.append(line)
     return found
 
@@ -35,4 +36,4 @@ if __name__ == "__main__":
     lines = commands(section(README.read_text(), sys.argv[1]))
     if not lines:
         sys.exit("README section %r has no edgepose command" % sys.argv[1])
-    print("\n".join(lines))
+    print("set -euo pipefail\n" + "\n".join(lines))
