@@ -20,10 +20,12 @@ def cache_root() -> Path:
     return Path.home() / ".cache" / "edgepose"
 
 
-def cache_dir(kind: str) -> Path:
-    """The folder for one kind of cached file (e.g. ``"weights"``), created on demand."""
+def cache_dir(kind: str, create: bool = True) -> Path:
+    """The folder for one kind of cached file (e.g. ``"weights"``), created unless ``create`` is false
+    (lookups must not leave empty folders behind)."""
     if not kind or kind in (".", "..") or "/" in kind or "\\" in kind:
         raise InputError(f"cache kind must be a plain folder name, got {kind!r}")
     path = cache_root() / kind
-    path.mkdir(parents=True, exist_ok=True)
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
     return path

@@ -119,7 +119,7 @@ def preference(conversion: Conversion) -> tuple:
 
 def list_conversions(folder: Optional[PathLike] = None) -> List[Conversion]:
     """Every model file in ``folder`` (default: the model cache), by name, then in the default order."""
-    folder = Path(folder) if folder is not None else cache_dir("models")
+    folder = Path(folder) if folder is not None else cache_dir("models", create=False)
     if not folder.is_dir():
         return []
     found = [Conversion.from_file(p) for p in folder.iterdir()
@@ -164,7 +164,7 @@ def find_model(spec: PathLike, precision: Optional[str] = None, target: Optional
     text = str(spec)
     if "://" in text:
         raise InputError("%s is a URL; only files and model names have conversions to choose from" % text)
-    folder = cache_dir("models")
+    folder = cache_dir("models", create=False)
     path = _model_file(text, folder)
     if path is not None:
         return _matching(Conversion.from_file(path), precision, target)
@@ -195,7 +195,7 @@ def _model_file(text: str, folder: Path) -> Optional[Path]:
                                  % (text, ", ".join(MODEL_SUFFIXES)))
         near = [str(p) for p in path.parent.glob("*" + path.suffix)] if path.parent.is_dir() else []
         raise ModelFileError("model file %s does not exist%s" % (text, did_you_mean(
-            text, near + [p.name for p in folder.iterdir() if p.name.lower().endswith(MODEL_SUFFIXES)])))
+            text, near + [c.path.name for c in list_conversions(folder)])))
     return None
 
 

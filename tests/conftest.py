@@ -2,6 +2,7 @@
 Python 3.8 runtime venv (numpy, opencv, onnxruntime, pytest) and the serving venv load it too."""
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,13 +13,24 @@ import pytest
 import support
 from loopback import LocalServer
 
+HAVE_ONNX = importlib.util.find_spec("onnx") is not None
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "shared: needs the sample data of ../shared (EDGEPOSE_SHARED); skipped "
                                        "with one reason where it is missing")
+    config.addinivalue_line("markers", "converter: needs edgepose[convert] (onnx); deselected where it is not "
+                                       "installed (the runtime-only Python 3.8 suite), as the main suite runs it")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Without the sample data, tests marked ``shared`` skip with :data:`support.SHARED_REASON`."""
+    """Without onnx, tests marked ``converter`` are deselected; without the sample data, tests marked
+    ``shared`` skip with :data:`support.SHARED_REASON`."""
+    if not HAVE_ONNX:
+        deselected = [item for item in items if item.get_closest_marker("converter")]
+        if deselected:
+            config.hook.pytest_deselected(items=deselected)
+            items[:] = [item for item in items if not item.get_closest_marker("converter")]
     if support.HAVE_SHARED:
         return
     skip = pytest.mark.skip(reason=support.SHARED_REASON)

@@ -60,7 +60,7 @@ def test_convert_offline_fails_fast_with_advice(tmp_path, monkeypatch, closed_po
     proc = edgepose("convert", "mobile_pose_mobilenetv3_small", home=tmp_path, check=False, timeout=30)
     assert proc.returncode == 1
     assert "--weights" in proc.stderr and "Traceback" not in proc.stderr
-    assert not list((tmp_path / "models").glob("*.onnx")) if (tmp_path / "models").exists() else True
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []  # no model, no partial download, anywhere
 
 
 @pytest.mark.shared
@@ -99,8 +99,14 @@ def test_predict_unreadable_image_is_a_clear_error(tmp_path):
     model = random_model("mobile_pose_mobilenetv3_small")
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"not an image")
-    proc = edgepose("predict", bad, "-m", model, "--boxes", bad, home=tmp_path, check=False)
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps({"bad.jpg": [[10, 10, 100, 200]]}))  # valid boxes: the image itself must fail
+    proc = edgepose("predict", bad, "-m", model, "--boxes", boxes, "-o", tmp_path / "out", home=tmp_path,
+                    check=False)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and str(bad) in errors[0] and "cannot be decoded" in errors[0]
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.shared

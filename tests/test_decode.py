@@ -174,9 +174,17 @@ def test_decode_rejects_crops_of_the_other_decoder(fx):
 
 
 def test_float16_heatmaps_decode_like_float32(fx):
-    hm16 = fx["dec_heatmaps"].astype(np.float16)
+    """An FP16 model's heatmaps decode to float32 keypoints that differ from the FP32 ones only by FP16
+    rounding: scores within FP16's relative step, and a keypoint moves only where rounding made the peak
+    tie with another heatmap pixel (GluonCV's float32 values there within one FP16 step of the maximum)."""
+    hm32 = fx["dec_heatmaps"]
     crops = _simple_crops(fx["dec_center"], fx["dec_scale"])
-    got = D.decode(hm16, crops, SIMPLE_META)
-    want = D.decode(hm16.astype(np.float32), crops, SIMPLE_META)
-    np.testing.assert_array_equal(got[0], want[0])
-    np.testing.assert_array_equal(got[1], want[1])
+    kps16, scores16 = D.decode(hm32.astype(np.float16), crops, SIMPLE_META)
+    kps32, scores32 = D.decode(hm32, crops, SIMPLE_META)
+    assert kps16.dtype == np.float32 and scores16.dtype == np.float32
+    np.testing.assert_allclose(scores16, scores32, rtol=2.0 ** -11, atol=0)
+    moved = np.linalg.norm(kps16 - kps32, axis=-1) > 1e-4
+    assert moved.mean() <= 0.01
+    flat = hm32.reshape(hm32.shape[0], hm32.shape[1], -1)
+    at16 = np.take_along_axis(flat, hm32.astype(np.float16).reshape(flat.shape).argmax(-1)[..., None], -1)[..., 0]
+    assert np.all(flat.max(-1)[moved] - at16[moved] <= 2.0 ** -11 * flat.max(-1)[moved])

@@ -35,6 +35,7 @@ def fix_named(path) -> str:
     return r"cannot run .*Invalid input scale.*`edgepose convert %s\.onnx -o %s-edgepose\.onnx`" % (stem, stem)
 
 
+@pytest.mark.converter
 # ------------------------------------------------------------------ normalisation (needs onnx)
 @pytest.mark.parametrize("name", sorted(legacy.CORPUS))
 def test_normalised_legacy_model_matches_the_oracle(name, tmp_path):
@@ -69,6 +70,7 @@ def test_normalised_legacy_model_matches_the_oracle(name, tmp_path):
     assert meta.input_size == legacy.HW and meta.heatmap_stride == 4 and meta.source == "foreign:%s.onnx" % name
 
 
+@pytest.mark.converter
 def test_onnx_version_converter_alone_refuses_spatial0():
     """Why BatchNorm is folded before the opset upgrade: ONNX's converter asserts on MXNet's spatial=0."""
     pytest.importorskip("onnx")
@@ -78,6 +80,7 @@ def test_onnx_version_converter_alone_refuses_spatial0():
         version_converter.convert_version(legacy.build("bn_deconv")[0], 17)
 
 
+@pytest.mark.converter
 def test_per_activation_batchnorm_becomes_mul_add(tmp_path):
     """A real spatial=0 BatchNorm (parameters (C, H, W)) is kept per activation: (1, C, H, W) constants."""
     pytest.importorskip("onnx")
@@ -108,6 +111,7 @@ def test_per_activation_batchnorm_becomes_mul_add(tmp_path):
     assert rel_error(legacy.run_ort(normalised, x), ref) <= 1e-5
 
 
+@pytest.mark.converter
 # ------------------------------------------------------------------ the CLI, as a user runs it (needs onnx)
 def test_convert_cli_on_a_legacy_model(tmp_path):
     pytest.importorskip("onnx")

@@ -77,6 +77,7 @@ def foreign_model(model_path):
     return str(path)
 
 
+@pytest.mark.converter
 def test_foreign_fixed_batch_model_is_chunked(model_path, foreign_model, image):
     with Runtime(foreign_model) as rt, Runtime(model_path) as ref:
         assert rt.max_batch == 1 and rt.meta.input_size == (256, 192) and rt.meta.name == "custom"

@@ -207,7 +207,9 @@ def test_iou_oks_and_boxes_from_keypoints():
     assert keypoint_oks(p, ok, p, ok, [200 * 60])[0, 0] == pytest.approx(1)
     assert 0 < keypoint_oks(p, ok, p + 5, ok, [200 * 60])[0, 0] < 1
     assert keypoint_oks(p, ok, p, ~ok, [200 * 60])[0, 0] == 0
-    assert len(COCO_OKS_SIGMAS) == 17
+    shift = 5.0  # COCO's formula: mean over joints of exp(-d^2 / (2 area (2 sigma)^2))
+    want = np.exp(-2 * shift ** 2 / (2 * 200 * 60 * (2 * np.asarray(COCO_OKS_SIGMAS)) ** 2)).mean()
+    assert keypoint_oks(p, ok, p + shift, ok, [200 * 60])[0, 0] == pytest.approx(want, rel=1e-6)
     box = boxes_from_keypoints(p, ok, (640, 480))[0]
     lo, hi = p[0].min(axis=0), p[0].max(axis=0)
     assert (box[:2] < lo).all() and (box[2:] > hi).all()  # the joints' extent, grown

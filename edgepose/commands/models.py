@@ -30,7 +30,7 @@ def models(
     from edgepose.errors import InputError, did_you_mean
     from edgepose.models import list_conversions, preference, select, zoo_name
 
-    folder = cache_dir("models")
+    folder = cache_dir("models", create=False)
     every = list_conversions(folder)
     defaults = {min((c for c in every if c.name == n), key=preference).path for n in {c.name for c in every}}
     chosen = every
