@@ -1,19 +1,21 @@
-"""Person boxes for top-down pose: a YOLOX detector on ONNX Runtime.
+"""Person boxes for top-down pose: a YOLOX detector behind the same backends as the pose model.
 
-Works with YOLOX ONNX exports that keep the raw head output (the default of YOLOX's
-``export_onnx.py`` and the official release files): input ``(1, 3, H, W)`` float32 BGR in
-0..255, output ``(1, A, 5 + C)`` with rows ``(x, y, w, h, objectness, C class probabilities)``
-over the stride 8/16/32 grids. The detector letterboxes, decodes the grids, keeps the wanted
-classes and runs class-aware NMS.
+Works with YOLOX models that keep the raw head output (the default of YOLOX's ``export_onnx.py``
+and the official release files): input ``(1, 3, H, W)`` float32 BGR in 0..255, output
+``(1, A, 5 + C)`` with rows ``(x, y, w, h, objectness, C class probabilities)`` over the stride
+8/16/32 grids, as an ONNX file (ONNX Runtime), a TensorRT engine built from one, or a model on a
+Triton server (:mod:`edgepose.backends`). The detector letterboxes, decodes the grids, keeps the
+wanted classes and runs class-aware NMS.
 """
 import os
+import threading
 from pathlib import Path
-from typing import Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
-import onnxruntime as ort
 
+from edgepose.backends import Backend, backend_for, open_backend
 from edgepose.cache import cache_dir, cache_root
 from edgepose.download import download as download_file
 from edgepose.errors import InputError, InputTypeError, ModelFileError
@@ -83,9 +85,15 @@ def nms(
 
 
 class YoloxDetector:
-    """YOLOX ONNX detector returning boxes of the wanted COCO classes (person by default).
+    """YOLOX detector returning boxes of the wanted COCO classes (person by default).
 
-    ``input_size`` is the network's (H, W), read from the model's input shape.
+    ``model_path``: a YOLOX ``.onnx`` (ONNX Runtime), a TensorRT engine built from one
+    (``.engine``/``.plan``/``.trt``), or ``triton://HOST:PORT/NAME`` (a YOLOX model on a Triton server,
+    e.g. the one ``edgepose export-triton --detector`` writes); ``backend`` overrides the choice made
+    from the name, as for :class:`edgepose.Runtime`. ``providers`` and ``intra_op_threads`` are ONNX
+    Runtime's (default: the CPU); other keyword arguments go to the backend (TensorRT: ``device``;
+    Triton: ``protocol``, ``timeout``, ``wait``...). ``input_size`` is the network's (H, W), read from
+    the model's input shape. One detector may be shared by threads.
     """
 
     def __init__(
@@ -97,24 +105,33 @@ class YoloxDetector:
         classes: Sequence[int] = (0,),
         providers: Optional[Sequence] = None,
         intra_op_threads: Optional[int] = None,
+        backend: str = "auto",
+        **backend_options: Any,
     ):
         if not 0.0 <= score_thresh <= 1.0 or not 0.0 < nms_thresh <= 1.0:
             raise InputError(
                 f"score_thresh must be in [0, 1] and nms_thresh in (0, 1], "
                 f"got {score_thresh} and {nms_thresh}"
             )
-        self.model_path = Path(model_path)
+        model = os.fspath(model_path)
+        #: The model file (a Path), or the triton:// URL (a str).
+        self.model_path: Union[Path, str] = model if "://" in model else Path(model)
         self.score_thresh = float(score_thresh)
         self.nms_thresh = float(nms_thresh)
-        self._session = _open_session(self.model_path, providers, intra_op_threads)
-        self._input_name, self.input_size = self._check_input()
-        self._grid, self._stride = make_grid(self.input_size)
-        self.num_classes = self._check_output()
-        self.classes = np.array(list(classes), dtype=np.int64)
-        if self.classes.size == 0 or self.classes.min() < 0 or self.classes.max() >= self.num_classes:
-            raise InputError(
-                f"classes must be a non-empty list of ids in [0, {self.num_classes}), got {classes!r}"
-            )
+        self.backend = _open_backend(model, backend, providers, intra_op_threads, backend_options)
+        self._lock = threading.Lock()  # a TensorRT context runs one batch at a time
+        try:
+            self.input_size = self._check_input()
+            self._grid, self._stride = make_grid(self.input_size)
+            self.num_classes = self._check_output()
+            self.classes = np.array(list(classes), dtype=np.int64)
+            if self.classes.size == 0 or self.classes.min() < 0 or self.classes.max() >= self.num_classes:
+                raise InputError(
+                    f"classes must be a non-empty list of ids in [0, {self.num_classes}), got {classes!r}"
+                )
+        except BaseException:
+            self.backend.close()
+            raise
 
     def detect(self, image: np.ndarray, image_is_rgb: bool = False) -> np.ndarray:
         """Detect in one (H, W, 3) uint8 image (BGR, or RGB with ``image_is_rgb``).
@@ -126,9 +143,22 @@ class YoloxDetector:
         canvas, ratio = letterbox(image, self.input_size)
         if image_is_rgb:
             canvas = canvas[:, :, ::-1]
-        blob = canvas.transpose(2, 0, 1)[None].astype(np.float32)
-        pred = self._session.run(None, {self._input_name: blob})[0][0]
+        pred = self._run(canvas.transpose(2, 0, 1)[None].astype(np.float32))[0]
         return self._postprocess(pred, ratio, image.shape[:2])
+
+    def close(self) -> None:
+        """Release the backend (its session, device buffers or server connections)."""
+        self.backend.close()
+
+    def __enter__(self) -> "YoloxDetector":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _run(self, blob: np.ndarray) -> np.ndarray:
+        with self._lock:
+            return self.backend.run(blob)
 
     def _postprocess(self, pred: np.ndarray, ratio: float, image_hw: Tuple[int, int]) -> np.ndarray:
         """Raw head output (A, 5 + C) -> (N, 5) detections in image pixels."""
@@ -144,37 +174,32 @@ class YoloxDetector:
         keep = nms(boxes, scores, self.nms_thresh, labels)
         return np.concatenate([boxes[keep], scores[keep, None]], axis=1).astype(np.float32)
 
-    def _check_input(self) -> Tuple[str, Tuple[int, int]]:
-        """The input's name and fixed (H, W); ModelFileError unless it is (1, 3, H, W)."""
-        inputs = self._session.get_inputs()
-        shape = inputs[0].shape if len(inputs) == 1 else None
+    def _check_input(self) -> Tuple[int, int]:
+        """The input's fixed (H, W); ModelFileError unless it is (1 or N, 3, H, W)."""
+        shape = self.backend.input_shape
         if (
-            shape is None
-            or len(shape) != 4
-            or not (shape[0] in (1, None) or isinstance(shape[0], str))
+            shape[0] not in (1, None)
             or shape[1] != 3
-            or inputs[0].type != "tensor(float)"
             or not all(isinstance(d, int) and d % STRIDES[-1] == 0 for d in shape[2:])
         ):
             raise ModelFileError(
                 f"{self.model_path} is not a YOLOX detector this SDK can run: it needs one float32 input of "
                 f"fixed shape (1, 3, H, W) with H and W multiples of 32, got "
-                f"{[(i.name, i.shape, i.type) for i in inputs]}. Re-export it with a fixed input size."
+                f"{tuple('N' if d is None else d for d in shape)}. Re-export it with a fixed input size."
             )
-        return inputs[0].name, (shape[2], shape[3])
+        return int(shape[2]), int(shape[3])  # type: ignore[arg-type]
 
     def _check_output(self) -> int:
         """Run once on a grey canvas (also a warm-up) and check the output is YOLOX's raw head
         (1, A, 5 + C) with probabilities in columns 4.. . Returns C."""
-        outputs = self._session.get_outputs()
-        blob = np.full((1, 3) + self.input_size, PAD_VALUE, np.float32)
-        out = self._session.run(None, {self._input_name: blob})[0]
+        outputs = self.backend.outputs
+        out = self._run(np.full((1, 3) + self.input_size, PAD_VALUE, np.float32))
         anchors = len(self._grid)
         problem = None
         if len(outputs) != 1 or out.ndim != 3 or out.shape[:2] != (1, anchors) or out.shape[2] < 6:
             problem = (
                 f"it needs one output of shape (1, {anchors}, 5 + classes) for a {self.input_size} input, "
-                f"got {[(o.name, o.shape) for o in outputs]} -> {out.shape}"
+                f"got {list(outputs.items())} -> {out.shape}"
             )
         elif out[0, :, 4:].min() < 0 or out[0, :, 4:].max() > 1:
             problem = "its objectness/class columns are not probabilities in [0, 1] (no sigmoid in the head)"
@@ -188,24 +213,26 @@ class YoloxDetector:
         return out.shape[2] - 5
 
 
-def _open_session(
-    path: Path, providers: Optional[Sequence], threads: Optional[int]
-) -> "ort.InferenceSession":
-    """An ONNX Runtime session (CPU by default); ModelFileError when the file is missing or bad."""
-    existing_file(path, "YOLOX model file", f"pass the path of a YOLOX .onnx file, e.g. {YOLOX_NANO_FILE} from "
-                  f"{YOLOX_RELEASES}", ModelFileError)
-    options = ort.SessionOptions()
-    if threads is not None:
-        options.intra_op_num_threads = threads
-    try:
-        return ort.InferenceSession(
-            str(path), sess_options=options, providers=list(providers or ["CPUExecutionProvider"])
-        )
-    except Exception as e:  # ORT's exceptions share no base class but Exception
-        raise ModelFileError(
-            f"ONNX Runtime could not load {path} ({os.path.getsize(path)} bytes): is the file truncated, "
-            f"corrupt or not an ONNX model? Download or export it again. ORT said: {e}"
-        ) from e
+def _open_backend(model: str, backend: str, providers: Optional[Sequence], threads: Optional[int],
+                  options: Dict[str, Any]) -> Backend:
+    """The detector's backend. A file must exist (ModelFileError naming what to pass); ONNX Runtime runs
+    on the CPU unless ``providers`` say otherwise; ``providers``/``threads`` on another backend: InputError."""
+    name = backend_for(model) if backend == "auto" else backend
+    if "://" not in model:
+        _existing_model(model)
+    if name == "onnxruntime":
+        options = dict(options, providers=list(providers or ["CPUExecutionProvider"]), threads=threads)
+    elif providers is not None or threads is not None:
+        raise InputError(f"providers and intra_op_threads are ONNX Runtime options, but {model} runs on the {name} "
+                         f"backend; leave them out")
+    return open_backend(model, name, **options)
+
+
+def _existing_model(path: PathLike) -> Path:
+    """``path`` when it is a file, else a ModelFileError saying what a detector can be."""
+    return existing_file(path, "YOLOX model file", f"pass the path of a YOLOX .onnx file, e.g. {YOLOX_NANO_FILE} "
+                         f"from {YOLOX_RELEASES}, a TensorRT engine built from one, or a triton://HOST:PORT/NAME URL",
+                         ModelFileError)
 
 
 def _check_image(image: np.ndarray) -> None:
@@ -286,3 +313,11 @@ def default_detector_path(download: bool = True, option: str = "--detector FILE"
     if not download:
         raise ModelFileError(f"No person detector in the cache and downloads are off. {offline_advice(option)}")
     return download_yolox_nano(option=option)
+
+
+def detector_model(given: Optional[str] = None, option: str = "--detector FILE") -> str:
+    """The person detector a command runs: ``given`` (a file, which must exist, or a ``triton://`` URL),
+    else :func:`default_detector_path` (``option`` names the command's way to give one in its advice)."""
+    if given is None:
+        return str(default_detector_path(option=option))
+    return given if "://" in given else str(_existing_model(Path(given).expanduser()))

@@ -1,8 +1,9 @@
 """Live multi-person pose on video: detection every N frames, tracking, smoothing, overlay, outputs.
 
-:class:`LivePose` turns one frame into tracked, smoothed poses: the detector runs every
-``detect_every`` frames, the frames in between reuse boxes built from the previous keypoints, all
-persons of a frame go through the pose model in one batch, and every stage is timed.
+:class:`LivePose` turns one frame into tracked, smoothed poses: the detector runs when
+:class:`DetectionSchedule` says (every ``detect_every`` frames, and whenever nobody is tracked),
+the frames in between reuse boxes built from the previous keypoints, all persons of a frame go
+through the pose model in one batch, and every stage is timed.
 :class:`LiveSession` runs it over a :class:`edgepose.video.VideoSource` with the outputs
 (window, annotated video, JSON lines), reconnecting a live stream that stops when asked to.
 
@@ -69,11 +70,37 @@ def _take(result: PoseResult, keep: np.ndarray) -> PoseResult:
     return PoseResult(result.keypoints[keep], result.scores[keep], result.boxes[keep], result.box_scores[keep])
 
 
+class DetectionSchedule:
+    """When the person detector runs on a stream, the one rule :class:`LivePose` and the detect-ahead
+    thread of :class:`LiveSession` follow.
+
+    Frames are counted from 0 at the start (or restart) of a stream. Frames 0, N, 2N, ... are
+    *scheduled* (``every`` = N); a frame is *due* for detection when it is scheduled or when nobody is
+    tracked into it (the tracks were lost, or there were none), so a person who walks in is found at
+    once rather than up to N - 1 frames later. The schedule does not shift after such an extra detection,
+    which lets the detect-ahead thread know the scheduled frames before the poses of earlier frames exist.
+    """
+
+    def __init__(self, every: int) -> None:
+        if every < 1:
+            raise InputError("detect_every must be >= 1 (1: detect on every frame), got %r" % every)
+        self.every = int(every)
+
+    def scheduled(self, frame: int) -> bool:
+        """Whether frame number ``frame`` (0: the first) is one of 0, N, 2N, ..."""
+        return frame % self.every == 0
+
+    def due(self, frame: int, tracked: int) -> bool:
+        """Whether to detect on frame number ``frame`` when ``tracked`` persons are followed into it."""
+        return self.scheduled(frame) or tracked == 0
+
+
 class LivePose:
     """Per-frame tracked poses with one pose model and one person detector.
 
-    ``detect_every``: run the detector on every N-th frame (1: every frame); in between, boxes come
-    from each track's previous keypoints. ``flip``: flip-test ensemble (2x pose compute).
+    ``detect_every``: run the detector on every N-th frame (1: every frame) and whenever nobody is
+    tracked (:class:`DetectionSchedule`); in between, boxes come from each track's previous keypoints.
+    ``flip``: flip-test ensemble (2x pose compute).
     ``keypoint_thresh``: joints above it count for tracking, box propagation and smoothing.
     ``smooth``: One Euro smoothing of the keypoints with ``one_euro`` (default parameters when None).
     ``tracker``: a configured :class:`PoseTracker` (default: one using ``keypoint_thresh``).
@@ -82,16 +109,19 @@ class LivePose:
     def __init__(self, runtime: Runtime, detector: YoloxDetector, *, detect_every: int = 5, flip: bool = False,
                  keypoint_thresh: float = 0.2, smooth: bool = True, one_euro: Optional[OneEuroFilter] = None,
                  tracker: Optional[PoseTracker] = None) -> None:
-        if detect_every < 1:
-            raise InputError("detect_every must be >= 1 (1: detect on every frame), got %r" % detect_every)
+        self.schedule = DetectionSchedule(detect_every)
         self.runtime = runtime
         self.detector = detector
-        self.detect_every = int(detect_every)
         self.flip = flip
         self.keypoint_thresh = float(keypoint_thresh)
         self.tracker = tracker or PoseTracker(keypoint_thresh=keypoint_thresh)
         self.smoother = KeypointSmoother(one_euro) if smooth else None
-        self._frames_since_detect = self.detect_every  # detect on the first frame
+        self._frame = 0  # frames since the start or the last reset()
+
+    @property
+    def detect_every(self) -> int:
+        """N of :attr:`schedule`: the detector runs at least every N frames."""
+        return self.schedule.every
 
     def __call__(self, image: np.ndarray, timestamp: float, index: int = 0,
                  detections: Optional[np.ndarray] = None, detect_ms: float = 0.0) -> LiveFrame:
@@ -99,20 +129,25 @@ class LivePose:
 
         ``detections`` (N, 5): person boxes the caller already found on this frame (in another
         thread, say, taking ``detect_ms``); they make it a detection frame. Without them the
-        detector runs when due.
+        detector runs when :attr:`schedule` says the frame is due.
         """
         t = dict.fromkeys(STAGES, 0.0)
         h, w = image.shape[:2]
-        detected = detections is not None or self._frames_since_detect >= self.detect_every
-        start = time.perf_counter()
-        if detected:
-            boxes, ids = (self.detector.detect(image) if detections is None else detections), None
-            self._frames_since_detect = 0
-            t["detect"] = time.perf_counter() - start if detections is None else detect_ms / 1000.0
-        else:
+        detected = detections is not None
+        if not detected:
+            start = time.perf_counter()
             boxes, ids = self.tracker.propagate((w, h))
             t["pre"] = time.perf_counter() - start
-        self._frames_since_detect += 1
+            detected = self.schedule.due(self._frame, len(boxes))
+        if detected:
+            ids = None
+            if detections is None:
+                start = time.perf_counter()
+                boxes = self.detector.detect(image)
+                t["detect"] = time.perf_counter() - start
+            else:
+                boxes, t["detect"] = detections, detect_ms / 1000.0
+        self._frame += 1
         # Boxes must keep an area inside [0, W-1] x [0, H-1], where the crops clip them.
         clipped = clip_boxes(boxes[:, :4], w, h)
         usable = (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
@@ -136,7 +171,7 @@ class LivePose:
         self.tracker.reset()
         if self.smoother is not None:
             self.smoother.reset()
-        self._frames_since_detect = self.detect_every
+        self._frame = 0
 
 
 def overlay_text(frame: LiveFrame, fps: Optional[float] = None) -> str:
@@ -316,17 +351,18 @@ class LiveSession:
 class _Feed:
     """Frames of a source, each with the person boxes found on it when it is due for detection.
 
-    With ``ahead``, a thread reads and runs the detector on every ``live.detect_every``-th frame
+    With ``ahead``, a thread reads and runs the detector on the frames ``live.schedule`` schedules
     while the caller estimates poses on earlier frames (ONNX Runtime and OpenCV release the GIL);
-    otherwise frames are read on demand and :class:`LivePose` detects itself. Either way the
-    detection frames are the same: every N-th frame after the feed starts (``live`` freshly reset).
+    :class:`LivePose` detects itself on the other frames it finds due (nobody tracked). Without it,
+    frames are read on demand and :class:`LivePose` detects on every due frame. Frames are counted
+    from the feed's start, with ``live`` freshly reset, so both count alike.
     """
 
     def __init__(self, source: VideoSource, live: LivePose, ahead: bool) -> None:
         self.source = source
         self._detector = live.detector
-        self._every = live.detect_every
-        self._queue: "queue.Queue[Any]" = queue.Queue(maxsize=2 if source.live else self._every + 1)
+        self._schedule = live.schedule
+        self._queue: "queue.Queue[Any]" = queue.Queue(maxsize=2 if source.live else live.schedule.every + 1)
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         if ahead:
@@ -351,7 +387,7 @@ class _Feed:
                 if frame is None:
                     break
                 boxes, ms = None, 0.0
-                if count % self._every == 0:
+                if self._schedule.scheduled(count):
                     start = time.perf_counter()
                     boxes = self._detector.detect(frame.image)
                     ms = (time.perf_counter() - start) * 1000.0

@@ -85,6 +85,11 @@ class Runtime:
     def _configure(self, input_size: Optional[Tuple[int, int]], mean: Optional[Sequence[float]],
                    std: Optional[Sequence[float]], color_order: Optional[str],
                    decoder: Optional[str]) -> ModelMeta:
+        heatmaps = [name for name, shape in self.backend.outputs.items() if len(shape) == 4]
+        if not heatmaps:
+            raise ModelFileError("%s is not a top-down heatmap model: expected a (N, K, h, w) heatmap output, found "
+                                 "outputs %s" % (self.model, list(self.backend.outputs.items())))
+        self.backend.select_output(heatmaps[0])
         model_hw = self.backend.input_shape[2:]
         if input_size is None and not ModelMeta.has_edgepose_props(self.backend.metadata):
             if None in model_hw:

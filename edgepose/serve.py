@@ -96,9 +96,10 @@ def _bind_parameters(triton: Any, name: str, parameters: Dict[str, Dict[str, str
 
 
 class PoseServer:
-    """A Triton server for one ONNX pose model; ``start``/``stop``, or ``serve_forever``.
+    """A Triton server for one ONNX model; ``start``/``stop``, or ``serve_forever``.
 
-    ``model``: an ``.onnx`` file or a converted zoo name; ``name``: the model's name on the
+    ``model``: an ``.onnx`` file or a converted zoo name (a pose model, or any other ONNX with one
+    (N, C, H, W) input, such as the YOLOX detector, served with its fixed batch); ``name``: the model's name on the
     server (default: the file stem); ``instances``: ONNX Runtime sessions serving in parallel
     (``threads`` each; default: the CPU cores shared among them); ``log_file``: where
     tritonserver writes its log (default: this process's stdout).

@@ -1,4 +1,5 @@
-"""A real HTTP server on 127.0.0.1 for download tests: serves a folder; per-path scripts misbehave.
+"""A real HTTP server on 127.0.0.1 for download tests: serves a folder; per-path scripts misbehave
+(or answer POST requests, e.g. as a scripted Triton server).
 
 Standard library only (the Python 3.8 runtime venv imports it). The ``server`` fixture in conftest.py
 gives one per test.
@@ -47,13 +48,21 @@ class LocalServer:
 
 class _Handler(SimpleHTTPRequestHandler):
     def do_GET(self) -> None:
+        if not self._scripted():
+            super().do_GET()
+
+    def do_POST(self) -> None:
+        """Only scripted paths take POST requests (the script reads the body); others get 501."""
+        if not self._scripted():
+            self.send_error(501, "POST is only scripted")
+
+    def _scripted(self) -> bool:
         owner: LocalServer = self.server.owner  # type: ignore[attr-defined]
         owner.hits.append(self.path)
         script = owner.scripts.get(self.path)
         if script:
             script(self)
-        else:
-            super().do_GET()
+        return script is not None
 
     def log_message(self, *args: object) -> None:
         """Keep test output quiet."""

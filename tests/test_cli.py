@@ -95,6 +95,30 @@ def test_predict_with_detector_and_with_boxes(tmp_path):
     assert not (tmp_path / "box" / "soccer.png").exists()
 
 
+@pytest.mark.shared
+def test_predict_with_a_detector_on_triton(tmp_path, server):
+    """--detector triton://HOST:PORT/NAME: the YOLOX ONNX on a scripted Triton (loopback HTTP, configured as
+    export-triton --detector configures it) gives the poses of the same ONNX as a file."""
+    pytest.importorskip("tritonclient.http")
+    pytest.importorskip("onnx")
+    from edgepose.converters.triton_repo import model_config, read_onnx
+    from triton_loopback import serve_onnx
+
+    model = random_model("mobile_pose_mobilenetv3_small")
+    yolox = DATA / "yolox_nano_coco" / "yolox_nano.onnx"
+    url = serve_onnx(server, "yolox_nano", model_config(read_onnx(yolox), "yolox_nano"), yolox)
+    images = [DATA / "demo_media" / name for name in ("soccer.png", "biking.jpg")]
+    for name, detector in (("file", yolox), ("triton", url)):
+        edgepose("predict", *images, "-m", model, "--detector", detector, "-o", tmp_path / name, "--no-draw",
+                 home=tmp_path)
+    results = json.loads((tmp_path / "triton" / "keypoints.json").read_text())
+    assert len(results) == 3 + 8 and results == json.loads((tmp_path / "file" / "keypoints.json").read_text())
+    assert server.hits.count("/v2/models/yolox_nano/infer") == 1 + len(images)
+    proc = edgepose("predict", *images, "-m", model, "--detector", "triton://127.0.0.1/yolox_nano", "-o",
+                    tmp_path / "bad", home=tmp_path, check=False)
+    assert proc.returncode == 1 and "not a Triton model URL" in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_predict_unreadable_image_is_a_clear_error(tmp_path):
     model = random_model("mobile_pose_mobilenetv3_small")
     bad = tmp_path / "bad.jpg"

@@ -16,11 +16,12 @@ from edgepose.detector import (
 )
 from edgepose.errors import DownloadError, InputError, InputTypeError, ModelFileError
 from support import SHARED, require_shared
+from triton_loopback import serve_onnx
 
 MODEL = SHARED / "data" / "yolox_nano_coco" / "yolox_nano.onnx"
 DEMO = SHARED / "data" / "demo_media"
 COCO = SHARED / "data" / "coco_kpt_mini"
-
+PHOTOS = ("person.jpg", "soccer.png", "biking.jpg", "street_small.jpg")
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +93,68 @@ def test_providers_and_threads(detector):
     image = read(DEMO / "person.jpg")
     single = YoloxDetector(MODEL, providers=["CPUExecutionProvider"], intra_op_threads=1)
     np.testing.assert_allclose(single.detect(image), detector.detect(image), rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", PHOTOS + tuple(p.name for p in sorted(COCO.glob("*.jpg"))))
+def test_boxes_are_those_of_the_model_run_directly(detector, name):
+    """Behind the backend, the detector gives exactly the boxes of the YOLOX ONNX run in its own ONNX Runtime
+    session, as the detector did before it had a backend."""
+    import onnxruntime as ort
+
+    image = read((DEMO if name in PHOTOS else COCO) / name)
+    assert detector.backend.name == "onnxruntime" and detector.backend.providers == ["CPUExecutionProvider"]
+    canvas, ratio = letterbox(image, detector.input_size)
+    session = ort.InferenceSession(str(MODEL), providers=["CPUExecutionProvider"])
+    raw = session.run(None, {"images": canvas.transpose(2, 0, 1)[None].astype(np.float32)})[0][0]
+    expected = detector._postprocess(raw, ratio, image.shape[:2])
+    assert len(expected) > 0
+    np.testing.assert_array_equal(detector.detect(image), expected)
+
+
+def _need_tritonclient() -> None:
+    try:
+        import tritonclient.http  # noqa: F401 (raises RuntimeError when installed without its http extra)
+    except (ImportError, RuntimeError) as e:
+        pytest.skip("the triton backend needs tritonclient[http] (edgepose[triton]): %s" % e)
+
+
+@pytest.fixture
+def yolox_on_triton(server):
+    """The YOLOX-Nano ONNX on a scripted Triton (loopback HTTP), configured as `export-triton --detector`
+    configures it: fixed batch, max_batch_size 0."""
+    require_shared()
+    _need_tritonclient()
+    pytest.importorskip("onnx", reason="reading the model's Triton configuration needs onnx")
+    from edgepose.converters.triton_repo import model_config, read_onnx
+
+    config = model_config(read_onnx(MODEL), "yolox_nano")
+    assert config["max_batch_size"] == 0 and config["input"][0]["dims"] == [1, 3, 416, 416]
+    return serve_onnx(server, "yolox_nano", config, MODEL)
+
+
+def test_detector_on_triton_gives_the_onnx_boxes(detector, yolox_on_triton, server):
+    with YoloxDetector(yolox_on_triton) as remote:
+        assert remote.backend.name == "triton" and remote.backend.max_batch == 1
+        assert remote.input_size == (416, 416) and remote.num_classes == 80
+        assert remote.model_path == yolox_on_triton
+        for name in PHOTOS:
+            image = read(DEMO / name)
+            np.testing.assert_array_equal(remote.detect(image), detector.detect(image))
+    assert server.hits.count("/v2/models/yolox_nano/infer") == 1 + len(PHOTOS)  # the warm-up, then each photo
+    with pytest.raises(InputError, match="ONNX Runtime options.*triton backend"):
+        YoloxDetector(yolox_on_triton, intra_op_threads=1)
+
+
+def test_a_pose_model_is_no_detector_on_any_backend(tmp_path, server):
+    """A heatmap model behind Triton is refused by the detector's own output check, as the ONNX is."""
+    _need_tritonclient()
+    pose = _constant_model(tmp_path / "pose.onnx", np.zeros((1, 17, 104, 104)))
+    config = {"name": "pose", "max_batch_size": 0,
+              "input": [{"name": "images", "data_type": "TYPE_FP32", "dims": [1, 3, 416, 416]}],
+              "output": [{"name": "output", "data_type": "TYPE_FP32", "dims": [1, 17, 104, 104]}]}
+    for model in (str(pose), serve_onnx(server, "pose", config, pose)):
+        with pytest.raises(ModelFileError, match="does not look like a YOLOX ONNX export: it needs one output"):
+            YoloxDetector(model)
 
 
 @pytest.mark.shared

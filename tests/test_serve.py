@@ -16,6 +16,7 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
+import cv2
 import numpy as np
 import pytest
 from support import DATA, free_ports, start_edgepose
@@ -27,6 +28,7 @@ tritonhttp = pytest.importorskip("tritonclient.http")
 tritongrpc = pytest.importorskip("tritonclient.grpc")
 
 from edgepose.backends.triton import TritonServerError  # noqa: E402
+from edgepose.detector import YoloxDetector  # noqa: E402
 from edgepose.errors import InputError, ModelFileError  # noqa: E402
 from edgepose.meta import ModelMeta  # noqa: E402
 from edgepose.runtime import Runtime  # noqa: E402
@@ -198,6 +200,29 @@ def http_status(url: str) -> int:
             return response.status
     except urllib.error.HTTPError as e:
         return e.code
+
+
+@pytest.mark.shared
+def test_detector_served_by_triton_equals_local(image, tmp_path):
+    """PoseServer serves any ONNX model: the YOLOX detector with its fixed batch (max_batch_size 0, as export-triton
+    --detector configures it), and YoloxDetector("triton://...") gives the boxes of the local ONNX."""
+    yolox = DATA / "yolox_nano_coco" / "yolox_nano.onnx"
+    srv = PoseServer(yolox, name="yolox_nano", host=HOST, port=free_ports(3), log_file=tmp_path / "server.log")
+    assert srv.config["max_batch_size"] == 0 and "dynamic_batching" not in srv.config
+    others = server_processes(os.getpid())  # the module's pose server, when it runs
+    srv.start()
+    procs = [p for p in server_processes(os.getpid()) if p not in others]
+    assert any("tritonserver" in p.name() for p in procs)
+    try:
+        with YoloxDetector(srv.url) as remote, YoloxDetector(yolox) as local:
+            assert remote.backend.name == "triton" and remote.backend.max_batch == 1
+            for photo in (image, cv2.imread(str(DATA / "demo_media" / "biking.jpg"))):
+                boxes = remote.detect(photo)
+                assert len(boxes) >= 3
+                np.testing.assert_allclose(boxes, local.detect(photo), rtol=1e-5, atol=1e-3)
+    finally:
+        srv.stop()
+        assert_all_gone(procs)
 
 
 def test_model_ready_endpoint_is_the_probe(server):

@@ -30,6 +30,7 @@ from edgepose.converters import tensorrt_build as tb
 from edgepose.cuda import CtypesCuda, Cuda, CudaError, DeviceBuffer, DeviceInfo, PinnedBuffer, Stream
 from edgepose.errors import EdgeposeError, InputError, MissingDependencyError, ModelFileError
 from edgepose.meta import ModelMeta
+from support import DATA, require_shared
 
 H, W, K = 8, 6, 2
 REPO = Path(__file__).resolve().parents[1]
@@ -571,6 +572,24 @@ class FakeCuda(Cuda):
         return (12, 2)
 
 
+def floats_at(address: int, shape) -> np.ndarray:
+    """The float32 array of ``shape`` at ``address`` (the fake CUDA's "device" memory is host memory)."""
+    return np.ctypeslib.as_array((ctypes.c_float * int(np.prod(shape))).from_address(address)).reshape(shape)
+
+
+def onnx_engine(path: Path, onnx_path: Path) -> Path:
+    """An engine for the fake TensorRT of a whole fixed-shape ONNX model (its network is that model, which the
+    fake runs with ONNX Runtime), written the way ``trtexec --onnx=... --saveEngine=...`` writes one: no sidecar."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    (inp,) = session.get_inputs()
+    spec = {"input": inp.name, "shape": list(inp.shape), "onnx": str(onnx_path),
+            "outputs": {o.name: list(o.shape) for o in session.get_outputs()}}
+    path.write_bytes(b"FAKEENGINE" + json.dumps(spec).encode())
+    return path
+
+
 def fake_tensorrt(version: str, gpu: str = "Fake GPU") -> types.ModuleType:
     """A ``tensorrt`` module following the Python API of ``version`` (8.5/8.6, 10.x or 11.x) on GPU ``gpu``.
 
@@ -813,19 +832,27 @@ def fake_tensorrt(version: str, gpu: str = "Fake GPU") -> types.ModuleType:
             return True
 
         def get_tensor_shape(self, name):
+            spec = self.engine.spec
+            if name == spec["input"]:
+                return self.shape
+            if "outputs" in spec:  # an engine of a whole ONNX model: its output dims, at this batch
+                return (self.shape[0],) + tuple(spec["outputs"][name][1:])
             n, _, h, w = self.shape
-            return self.shape if name == self.engine.spec["input"] else (n, self.engine.spec["k"], h // 2, w // 2)
+            return (n, spec["k"], h // 2, w // 2)
 
         def set_tensor_address(self, name, ptr):
             self.addresses[name] = ptr
 
         def execute_async_v3(self, stream):
+            x = floats_at(self.addresses[self.engine.spec["input"]], self.shape)
+            if "onnx" in self.engine.spec:  # the network is the ONNX model's: ONNX Runtime computes it
+                outputs = list(self.engine.spec["outputs"])
+                for name, value in zip(outputs, self.engine.session().run(outputs, {self.engine.spec["input"]: x})):
+                    floats_at(self.addresses[name], self.get_tensor_shape(name))[...] = value
+                return True
             # heatmap k = (k + 1) * channel 0 at stride 2, read from and written to the "device" addresses
-            x = np.ctypeslib.as_array((ctypes.c_float * int(np.prod(self.shape))).from_address(
-                self.addresses[self.engine.spec["input"]])).reshape(self.shape)
             out_shape = self.get_tensor_shape("heatmaps")
-            y = np.ctypeslib.as_array((ctypes.c_float * int(np.prod(out_shape))).from_address(
-                self.addresses["heatmaps"])).reshape(out_shape)
+            y = floats_at(self.addresses["heatmaps"], out_shape)
             for k in range(out_shape[1]):
                 y[:, k] = (k + 1) * x[:, 0, ::2, ::2]
             return True
@@ -835,18 +862,32 @@ def fake_tensorrt(version: str, gpu: str = "Fake GPU") -> types.ModuleType:
             self.spec = spec
             shape = tuple(spec["shape"])
             self.profile = [tuple(p) for p in spec.get("profile", [shape] * 3)]
+            self.names = [spec["input"]] + list(spec.get("outputs", ["heatmaps"]))
+            self._session = None
 
-        num_io_tensors = 2
+        @property
+        def num_io_tensors(self):
+            return len(self.names)
 
         def get_tensor_name(self, i):
-            return [self.spec["input"], "heatmaps"][i]
+            return self.names[i]
 
         def get_tensor_mode(self, name):
             return "in" if name == self.spec["input"] else "out"
 
         def get_tensor_shape(self, name):
             n, c, h, w = self.spec["shape"]
-            return (n, c, h, w) if name == self.spec["input"] else (n, self.spec["k"], h // 2, w // 2)
+            if name == self.spec["input"]:
+                return (n, c, h, w)
+            return tuple(self.spec["outputs"][name]) if "outputs" in self.spec else (n, self.spec["k"], h // 2, w // 2)
+
+        def session(self):
+            """ONNX Runtime on the model an ONNX engine was built from (made once)."""
+            if self._session is None:
+                import onnxruntime as ort
+
+                self._session = ort.InferenceSession(self.spec["onnx"], providers=["CPUExecutionProvider"])
+            return self._session
 
         def get_tensor_dtype(self, name):
             return trt.DataType.FLOAT
@@ -1118,6 +1159,33 @@ def test_backend_runs_a_fake_engine(use_fake, tmp_path: Path):
     assert cuda.blocks == {} and cuda.streams == set()  # every buffer and the stream released
     with pytest.raises(InputError, match="closed"):
         backend.run(np.zeros((1, 3, H, W), np.float32))
+
+
+@pytest.mark.parametrize("version", ["8.5.2.2", "10.3.0"])
+def test_yolox_engine_gives_the_onnx_boxes(use_fake, tmp_path: Path, version):
+    """A YOLOX engine (as trtexec builds it: fixed shape, no sidecar) runs the detector through the
+    TensorRT backend, with the boxes of the ONNX model on ONNX Runtime."""
+    require_shared()
+    import cv2
+
+    from edgepose.detector import YoloxDetector
+
+    use_fake(version)
+    yolox = DATA / "yolox_nano_coco" / "yolox_nano.onnx"
+    engine = onnx_engine(tmp_path / "yolox.engine", yolox)
+    with pytest.warns(RuntimeWarning, match="has no sidecar"):
+        detector = YoloxDetector(str(engine))
+    assert detector.backend.name == "tensorrt" and detector.backend.input_shape == (1, 3, 416, 416)
+    assert detector.backend.outputs == {"output": (1, 3549, 85)} and detector.num_classes == 80
+    reference = YoloxDetector(yolox)
+    for name in ("person.jpg", "soccer.png", "biking.jpg", "street_small.jpg"):
+        image = cv2.imread(str(DATA / "demo_media" / name))
+        boxes = detector.detect(image)
+        assert len(boxes) > 0
+        np.testing.assert_array_equal(boxes, reference.detect(image))
+    detector.close()
+    with pytest.raises(InputError, match="ONNX Runtime options.*tensorrt backend"):
+        YoloxDetector(engine, intra_op_threads=2)
 
 
 def test_build_then_run_with_fake_tensorrt(use_fake, tmp_path: Path):

@@ -17,7 +17,7 @@ import pytest
 from edgepose.detector import YoloxDetector
 from edgepose.errors import InputError
 from edgepose.keypoints import COCO_OKS_SIGMAS
-from edgepose.live import STAGES, LivePose, LiveSession
+from edgepose.live import STAGES, DetectionSchedule, LivePose, LiveSession
 from edgepose.runtime import PoseResult, Runtime
 from edgepose.smooth import KeypointSmoother, OneEuroFilter
 from edgepose.track import PoseTracker, box_iou, boxes_from_keypoints, keypoint_oks
@@ -51,8 +51,9 @@ needs_rtsp = pytest.mark.skipif(not _rtsp_server_available(), reason=(
 # ---------------------------------------------------------------- helpers
 
 
-def make_video(path: Path, frames: int, size=(320, 240), fps: float = 25.0, photo: Path = PERSON) -> Path:
-    """A video of ``photo`` panning slowly (a real person moving across the frame)."""
+def make_video(path: Path, frames: int, size=(320, 240), fps: float = 25.0, photo: Path = PERSON,
+               blank: int = 0) -> Path:
+    """A video of ``photo`` panning slowly (a real person moving across the frame), after ``blank`` grey frames."""
     require_shared()
     w, h = size
     image = cv2.imread(str(photo))
@@ -64,7 +65,7 @@ def make_video(path: Path, frames: int, size=(320, 240), fps: float = 25.0, phot
     for i in range(frames):
         phase = abs((i / 150.0) % 2 - 1)  # triangle wave: a full sweep every 300 frames
         x, y = int(span_x * phase), int(span_y * phase / 2)
-        writer.write(np.ascontiguousarray(big[y:y + h, x:x + w]))
+        writer.write(np.full((h, w, 3), 128, np.uint8) if i < blank else np.ascontiguousarray(big[y:y + h, x:x + w]))
     writer.release()
     return path
 
@@ -346,17 +347,36 @@ def test_session_writes_outputs_and_stops_at_max_frames(models, panning_video, t
     assert summary.fps > 0 and summary.timings["pose"] > 0
 
 
-def test_detecting_ahead_in_a_thread_changes_no_result(models, tmp_path):
+def test_detection_schedule():
+    schedule = DetectionSchedule(3)
+    assert [schedule.scheduled(i) for i in range(7)] == [True, False, False, True, False, False, True]
+    assert [schedule.due(i, tracked=2) for i in range(7)] == [True, False, False, True, False, False, True]
+    assert all(schedule.due(i, tracked=0) for i in range(7))  # nobody tracked: look for persons now
+    assert all(DetectionSchedule(1).due(i, tracked=4) for i in range(3))
+    for every in (0, -1):
+        with pytest.raises(InputError, match="detect_every must be >= 1"):
+            DetectionSchedule(every)
+    with pytest.raises(InputError, match="detect_every must be >= 1"):
+        LivePose(None, None, detect_every=0)
+
+
+def test_detects_on_schedule_and_whenever_nobody_is_tracked(models, tmp_path):
+    """A clip that starts empty: the detector runs on frame 0 and on every frame until someone is found, then
+    on the schedule's frames (3, 6, 9: counted from frame 0), with and without detecting ahead in a thread,
+    which gives the same poses."""
     runtime, detector = models
-    video = make_video(tmp_path / "v.mp4", 23, photo=DATA / "demo_media" / "soccer.png")
+    video = make_video(tmp_path / "v.mp4", 12, photo=DATA / "demo_media" / "soccer.png", blank=2)
     results = {}
     for overlap in (True, False):
         frames = []
-        live = LivePose(runtime, detector, detect_every=3, keypoint_thresh=-np.inf)
+        live = LivePose(runtime, detector, detect_every=3, keypoint_thresh=-np.inf)  # random weights: keep tracks
         LiveSession(live, str(video), overlap=overlap, on_frame=frames.append).run()
+        assert [f.detected for f in frames] == [True, True, True, True, False, False, True, False, False, True,
+                                                False, False]
+        assert [len(f.ids) > 0 for f in frames] == [False, False] + [True] * 10
+        assert [f.timings["detect"] > 0 for f in frames] == [f.detected for f in frames]
         results[overlap] = [dict(f.record(), timings_ms=None) for f in frames]
-    assert len(results[True]) == 23 and results[True] == results[False]
-    assert [r["detected"] for r in results[True]][:7] == [True, False, False, True, False, False, True]
+    assert results[True] == results[False]
 
 
 # ---------------------------------------------------------------- the command
@@ -378,8 +398,32 @@ def test_cli_on_demo_video_writes_video_and_json_lines(pose_model, tmp_path):
     lines = read_jsonl(tmp_path / "out.jsonl")
     assert [r["frame"] for r in lines] == list(range(5))
     np.testing.assert_allclose([r["timestamp"] for r in lines], np.arange(5) / 5.0)  # demo.mp4 is 5 fps
-    assert [r["detected"] for r in lines] == [True, False, False, False, False]  # --detect-every 5
     assert len(lines[0]["persons"]) >= 3  # (random pose weights: later frames may lose them)
+    # --detect-every 5: frame 0, then again on any frame nobody was tracked into (after a frame without persons)
+    due = [r["frame"] % 5 == 0 or not before["persons"] for before, r in zip([{"persons": []}] + lines, lines)]
+    assert [r["detected"] for r in lines] == due and due[1] is False
+
+
+@pytest.mark.shared
+@needs_cli
+def test_cli_with_a_detector_on_triton(pose_model, tmp_path, server):
+    """--detector triton://HOST:PORT/NAME (a scripted Triton on loopback HTTP, configured as export-triton
+    --detector configures it) gives the JSON lines of the same YOLOX ONNX as a file."""
+    pytest.importorskip("tritonclient.http")
+    pytest.importorskip("onnx")
+    from edgepose.converters.triton_repo import model_config, read_onnx
+    from triton_loopback import serve_onnx
+
+    url = serve_onnx(server, "yolox_nano", model_config(read_onnx(YOLOX), "yolox_nano"), YOLOX)
+    lines = {}
+    for name, detector in (("file", YOLOX), ("triton", url)):
+        proc = run_webcam("--source", DEMO, "--model", pose_model, "--detector", detector, "--headless",
+                          "--detect-every", "2", "--json", name + ".jsonl", home=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        lines[name] = [dict(r, timings_ms=None) for r in read_jsonl(tmp_path / (name + ".jsonl"))]
+    assert url in proc.stderr  # the detector it used
+    assert len(lines["triton"]) == 5 and lines["triton"] == lines["file"]
+    assert server.hits.count("/v2/models/yolox_nano/infer") == 1 + sum(r["detected"] for r in lines["triton"])
 
 
 @needs_cli

@@ -1,10 +1,13 @@
 """The contract every inference backend meets: load a model, run one batch, close.
 
-A backend knows nothing about images or keypoints: it maps a float32 (N, 3, H, W) batch of
-crops to (N, K, h, w) heatmaps. The public :meth:`Backend.run` checks the batch; subclasses
-write only ``_run`` (and ``_close`` where they hold resources).
+A backend knows nothing about images, keypoints or boxes: it runs a model with one float32
+(N, C, H, W) input and returns one of its outputs (:attr:`Backend.output_name`, the first unless
+the caller selects another). What the output must look like is the caller's business: the pose
+:class:`edgepose.Runtime` wants (N, K, h, w) heatmaps, :class:`edgepose.detector.YoloxDetector`
+(N, anchors, 5 + classes) rows. The public :meth:`Backend.run` checks the batch; subclasses write
+only ``_run`` (and ``_close`` where they hold resources).
 """
-from typing import Dict, Optional, Tuple
+from typing import Any, Dict, Iterable, Optional, Tuple
 
 import numpy as np
 
@@ -13,19 +16,37 @@ from edgepose.errors import InputError, InputTypeError
 Shape = Tuple[Optional[int], ...]  # None marks a dynamic dimension
 
 
+def to_shape(dims: Iterable[Any]) -> Shape:
+    """A model's dims as a :data:`Shape`: positive integers stay, anything else (-1, 0, names, None) is dynamic."""
+    return tuple(d if isinstance(d, int) and d > 0 else None for d in dims)
+
+
 class Backend:
     """One loaded model. Attributes are filled by the subclass constructor."""
 
     name = "base"
-    input_shape: Shape  # (N, 3, H, W); N is None when the batch is dynamic
+    input_shape: Shape  # (N, C, H, W); N is None when the batch is dynamic
+    outputs: Dict[str, Shape]  # every output of the model, in its order, with N as in input_shape
+    output_name: str  # the output run() returns: the first one unless select_output() chose another
     max_batch: Optional[int]  # largest batch one call accepts; None = no limit
     metadata: Dict[str, str]  # the model's edgepose metadata (may be empty)
 
     def __init__(self) -> None:
         self._closed = False
 
+    @property
+    def output_shape(self) -> Shape:
+        """The shape of what :meth:`run` returns (None marks a dynamic dimension)."""
+        return self.outputs[self.output_name]
+
+    def select_output(self, name: str) -> None:
+        """Make :meth:`run` return output ``name`` (one of :attr:`outputs`)."""
+        if name not in self.outputs:
+            raise InputError("the model has no output %r; its outputs are %s" % (name, ", ".join(self.outputs)))
+        self.output_name = name
+
     def run(self, batch: np.ndarray) -> np.ndarray:
-        """Heatmaps (N, K, h, w) float32 for a float32 batch (N, 3, H, W) of at most ``max_batch``."""
+        """Output :attr:`output_name` as float32 for a float32 batch (N, C, H, W) of at most ``max_batch``."""
         if self._closed:
             raise InputError("this %s backend was closed; create a new Runtime" % self.name)
         if not isinstance(batch, np.ndarray) or batch.dtype != np.float32:

@@ -4,7 +4,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from edgepose.backends.base import Backend
+from edgepose.backends.base import Backend, to_shape
 from edgepose.errors import MissingDependencyError, ModelFileError
 from edgepose.fileio import existing_file
 
@@ -35,7 +35,7 @@ def default_providers() -> List[str]:
 
 
 class OnnxRuntimeBackend(Backend):
-    """Runs an ONNX heatmap model with one 4-D input and a 4-D heatmap output."""
+    """Runs an ONNX model with one 4-D (N, C, H, W) input; returns one of its outputs."""
 
     name = "onnxruntime"
 
@@ -55,17 +55,16 @@ class OnnxRuntimeBackend(Backend):
             raise ModelFileError(
                 "ONNX Runtime cannot load %s: %s. The file is not a valid ONNX model or is truncated: "
                 "convert or download it again." % (model_path, str(e).strip().splitlines()[0])) from e
-        inputs = self.session.get_inputs()
-        outputs = [o for o in self.session.get_outputs() if len(o.shape or ()) == 4]
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1 or len(inputs[0].shape or ()) != 4 or not outputs:
             raise ModelFileError(
-                "%s is not a top-down heatmap model: expected one (N, 3, H, W) input and a "
-                "(N, K, h, w) output, found inputs %s and outputs %s" % (
-                    model_path, [(i.name, i.shape) for i in inputs],
-                    [(o.name, o.shape) for o in self.session.get_outputs()]))
+                "%s is not an image model edgepose can feed: expected one (N, C, H, W) input and an output, found "
+                "inputs %s and outputs %s" % (model_path, [(i.name, i.shape) for i in inputs],
+                                              [(o.name, o.shape) for o in outputs]))
         self.input_name = inputs[0].name
-        self.output_name = outputs[0].name
-        self.input_shape = tuple(d if isinstance(d, int) and d > 0 else None for d in inputs[0].shape)
+        self.input_shape = to_shape(inputs[0].shape)
+        self.outputs = {o.name: to_shape(o.shape or ()) for o in outputs}
+        self.output_name = next(iter(self.outputs))
         self.max_batch = self.input_shape[0]
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         self.providers = self.session.get_providers()

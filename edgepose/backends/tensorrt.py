@@ -23,7 +23,7 @@ from typing import Any, Deque, Dict, List, Mapping, Optional, Sequence, Tuple, U
 
 import numpy as np
 
-from edgepose.backends.base import Backend
+from edgepose.backends.base import Backend, to_shape
 from edgepose.errors import EdgeposeError, InputError, MissingDependencyError, ModelFileError
 
 log = logging.getLogger(__name__)
@@ -277,7 +277,7 @@ def _profile_batches(engine: Any, name: str, shape: Tuple[int, ...]) -> Tuple[in
 
 
 class TensorRTBackend(Backend):
-    """Runs a TensorRT engine with one (N, 3, H, W) input and (N, K, h, w) heatmap output(s).
+    """Runs a TensorRT engine with one (N, C, H, W) input; returns one of its outputs.
 
     ``device`` is the CUDA device index. One instance is not thread-safe (one context, one stream).
     """
@@ -365,14 +365,14 @@ class TensorRTBackend(Backend):
         inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
         shapes = {n: _dims(engine.get_tensor_shape(n)) for n in names}
-        heatmaps = [n for n in outputs if len(shapes[n]) == 4]
-        if len(inputs) != 1 or len(shapes[inputs[0]]) != 4 or not heatmaps:
+        if len(inputs) != 1 or len(shapes[inputs[0]]) != 4 or not outputs:
             raise ModelFileError(
-                "%s is not a top-down heatmap engine: expected one (N, 3, H, W) input and a (N, K, h, w) "
-                "output, found inputs %s and outputs %s" % (
+                "%s is not an image model edgepose can feed: expected one (N, C, H, W) input and an output, "
+                "found inputs %s and outputs %s" % (
                     self.path, [(n, shapes[n]) for n in inputs], [(n, shapes[n]) for n in outputs]))
         self.input_name = inputs[0]
-        self.output_name = heatmaps[0]
+        self.outputs = {n: to_shape(shapes[n]) for n in outputs}
+        self.output_name = outputs[0]
         self.output_names = outputs  # every output needs an address, even those not returned
         self.dtypes: Dict[str, np.dtype] = {}
         for name in names:
@@ -387,7 +387,7 @@ class TensorRTBackend(Backend):
             raise ModelFileError("engine %s takes %s input; edgepose feeds float32 or float16"
                                  % (self.path, self.dtypes[self.input_name]))
         in_shape = shapes[self.input_name]
-        self.input_shape = tuple(d if d >= 0 else None for d in in_shape)
+        self.input_shape = to_shape(in_shape)
         self.min_batch, self.max_batch = _profile_batches(engine, self.input_name, in_shape)
         self.metadata = {str(k): str(v) for k, v in ((self.sidecar or {}).get("metadata") or {}).items()}
         self.context = engine.create_execution_context()

@@ -2,7 +2,9 @@
 
 ``Runtime("triton://HOST:PORT/NAME")`` sends batches of normalised crops to model NAME on the
 server at HOST (PORT: its HTTP port) and gets heatmaps back, over HTTP or gRPC through
-``tritonclient``. The backend configures itself from the server: batch limit, tensor names
+``tritonclient``; ``YoloxDetector("triton://HOST:PORT/NAME")`` sends letterboxed images and gets
+YOLOX rows back (a fixed-batch model, ``max_batch_size: 0``, takes its full shape as configured).
+The backend configures itself from the server: batch limit, tensor names
 and dims from the model configuration, and the model's edgepose metadata from the
 configuration's ``edgepose.*`` parameters (written by ``edgepose export-triton`` and
 ``edgepose serve``).
@@ -19,13 +21,13 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from edgepose.backends.base import Backend
+from edgepose.backends.base import Backend, to_shape
 from edgepose.errors import EdgeposeError, InputError, MissingDependencyError, ModelFileError
 from edgepose.meta import PREFIX
 
 log = logging.getLogger(__name__)
 PROTOCOLS = ("http", "grpc")
-#: Triton data types the backend accepts for the crops and heatmaps.
+#: Triton data types the backend accepts for the input and output.
 FLOAT_TYPES = {"FP32": np.float32, "FP16": np.float16}
 #: Seconds between two looks at a server or model that is not ready yet (``wait``).
 POLL_S = 0.5
@@ -159,22 +161,22 @@ class TritonBackend(Backend):
     def _configure(self, config: Dict[str, Any]) -> None:
         max_batch = int(config.get("max_batch_size") or 0)
         batch_dims = 1 if max_batch > 0 else 0  # with max_batch_size > 0, dims leave out the batch
-        inputs = config.get("input") or []
-        outputs = [o for o in config.get("output") or [] if len(o.get("dims") or ()) + batch_dims == 4]
+        inputs, outputs = config.get("input") or [], config.get("output") or []
         if len(inputs) != 1 or len(inputs[0].get("dims") or ()) + batch_dims != 4 or not outputs:
             raise ModelFileError(
-                "model %r on the %s is not a top-down heatmap model: expected one (N, 3, H, W) input and a "
-                "(N, K, h, w) output, its configuration has inputs %s and outputs %s" % (
+                "model %r on the %s is not an image model edgepose can feed: expected one (N, C, H, W) input and "
+                "an output, its configuration has inputs %s and outputs %s" % (
                     self.model_name, self._where(), [(i.get("name"), i.get("dims")) for i in inputs],
-                    [(o.get("name"), o.get("dims")) for o in config.get("output") or []]))
-        self.input_name, self.output_name = str(inputs[0]["name"]), str(outputs[0]["name"])
+                    [(o.get("name"), o.get("dims")) for o in outputs]))
+        batch = (-1,) if batch_dims else ()
+        self.input_name = str(inputs[0]["name"])
+        self.outputs = {str(o["name"]): to_shape(batch + tuple(int(d) for d in o.get("dims") or ())) for o in outputs}
+        self.output_name = next(iter(self.outputs))
         self.datatype = str(inputs[0].get("data_type", "TYPE_FP32")).replace("TYPE_", "", 1)
         if self.datatype not in FLOAT_TYPES:
-            raise ModelFileError("model %r takes %s crops; edgepose sends FP32 or FP16"
+            raise ModelFileError("model %r takes %s input; edgepose sends FP32 or FP16"
                                  % (self.model_name, self.datatype))
-        dims = tuple(int(d) for d in inputs[0]["dims"])
-        shape = ((-1,) if batch_dims else ()) + dims
-        self.input_shape = tuple(d if d > 0 else None for d in shape)
+        self.input_shape = to_shape(batch + tuple(int(d) for d in inputs[0]["dims"]))
         self.max_batch = max_batch if max_batch > 0 else self.input_shape[0]
         self.metadata = {str(k): str((v or {}).get("string_value", "")) for k, v in
                          (config.get("parameters") or {}).items() if str(k).startswith(PREFIX)}

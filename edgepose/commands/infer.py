@@ -105,7 +105,7 @@ def predict(
     model: str = typer.Option(..., "--model", "-m", help="Model file (.onnx/.engine), triton:// URL, or a converted zoo name."),
     precision: Optional[str] = precision_option(),
     target: Optional[str] = target_option(),
-    detector: Optional[Path] = typer.Option(None, "--detector", help="YOLOX ONNX person detector (default: YOLOX-Nano, downloaded once)."),
+    detector: Optional[str] = typer.Option(None, "--detector", help="YOLOX person detector: .onnx, TensorRT engine or triton://HOST:PORT/NAME (default: YOLOX-Nano, downloaded once)."),
     boxes: Optional[Path] = typer.Option(None, "--boxes", help="Person boxes instead of a detector, in %s." % BOXES_FORMAT),
     flip: bool = typer.Option(False, "--flip", help="Flip-test ensemble (GluonCV's validation; 2x compute)."),
     output_dir: Path = typer.Option(Path("edgepose_out"), "--output-dir", "-o", help="Where annotated images go (same names as the inputs)."),
@@ -122,10 +122,12 @@ def predict(
     import cv2
 
     from edgepose.coco import result_records
+    from edgepose.detector import YoloxDetector, detector_model
     from edgepose.draw import draw_poses
     from edgepose.draw import plural
     from edgepose.errors import InputError
     from edgepose.fileio import atomic_write_bytes, read_image, writable_file, writable_folder
+    from edgepose.pipeline import PosePipeline
     from edgepose.runtime import Runtime
 
     if detector is not None and boxes is not None:
@@ -139,18 +141,17 @@ def predict(
             raise InputError("the annotated image would overwrite the input %s; choose another --output-dir" % clash)
     json_path = writable_file(json_path or output_dir / "keypoints.json", "--json file")
     given = _load_boxes(boxes, paths) if boxes is not None else None
+    det_model = detector_model(detector) if detector is not None else None  # a missing file fails before any work
     runtime = Runtime(use_model(model, precision, target))
-    if given is None:
-        from edgepose.detector import YoloxDetector, default_detector_path
-
-        det = YoloxDetector(str(detector) if detector else default_detector_path(), score_thresh=box_thresh)
+    det = YoloxDetector(det_model or detector_model(), score_thresh=box_thresh) if given is None else None
+    pipeline = PosePipeline(runtime, det, flip=flip)
 
     def pose(path: Path):
         image = read_image(path)
         if given is None:
-            return image, runtime.estimate(image, det.detect(image), flip=flip)
+            return image, pipeline(image)
         try:
-            return image, runtime.estimate(image, given.get(path.name, []), flip=flip)
+            return image, pipeline(image, boxes=given.get(path.name, []))
         except InputError as e:  # a box of the file that does not fit this image
             raise InputError("boxes file %s, image %s: %s" % (boxes, path.name, e)) from e
 

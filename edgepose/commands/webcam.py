@@ -29,6 +29,13 @@ def _pose_model(model: Optional[str], precision: Optional[str], target: Optional
         ) from e
 
 
+def _ort_threads(model: str, keyword: str, threads: Optional[int]) -> dict:
+    """``{keyword: threads}`` for a model ONNX Runtime runs; nothing for engines and triton:// models."""
+    from edgepose.backends import backend_for
+
+    return {keyword: threads} if threads is not None and backend_for(model) == "onnxruntime" else {}
+
+
 def _interrupt_on_sigterm() -> None:
     """SIGTERM (systemd, docker stop) ends the run like Ctrl-C: outputs are finalised."""
     def interrupt(signum: int, frame: object) -> None:
@@ -42,7 +49,7 @@ def webcam(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Pose model file or converted zoo name (default: mobile_pose_mobilenetv3_small; --precision int8 --target cpu is fastest on CPUs)."),
     precision: Optional[str] = precision_option(),
     target: Optional[str] = target_option(),
-    detector: Optional[Path] = typer.Option(None, "--detector", help="YOLOX ONNX person detector (default: YOLOX-Nano, downloaded once)."),
+    detector: Optional[str] = typer.Option(None, "--detector", help="YOLOX person detector: .onnx, TensorRT engine or triton://HOST:PORT/NAME (default: YOLOX-Nano, downloaded once)."),
     detect_every: int = typer.Option(5, "--detect-every", min=1, help="Run the detector every N frames; in between, boxes follow the keypoints."),
     flip: bool = typer.Option(False, "--flip", help="Flip-test ensemble (2x pose compute)."),
     headless: bool = typer.Option(False, "--headless", help="No window (automatic when there is no display)."),
@@ -59,8 +66,8 @@ def webcam(
     d_cutoff: float = typer.Option(1.0, "--d-cutoff", min=0.0, help="One Euro cut-off of the speed estimate (Hz)."),
     keypoint_thresh: float = typer.Option(0.2, "--kpt-thresh", min=0.0, max=1.0, help="A joint is drawn, tracked and smoothed when its score exceeds this."),
     box_thresh: float = typer.Option(0.5, "--box-thresh", min=0.0, max=1.0, help="Detector score threshold."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="ONNX Runtime threads of the pose model (default: one per core)."),
-    detector_threads: int = typer.Option(1, "--detector-threads", min=1, help="ONNX Runtime threads of the detector, which runs beside the pose model."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="ONNX Runtime threads of the pose model (default: one per core; an .onnx model only)."),
+    detector_threads: int = typer.Option(1, "--detector-threads", min=1, help="ONNX Runtime threads of the detector, which runs beside the pose model (an .onnx detector only)."),
     max_frames: Optional[int] = typer.Option(None, "--max-frames", min=1, help="Stop after this many frames."),
 ) -> None:
     """Live multi-person pose with tracking and smoothing on a camera, video file or stream.
@@ -69,7 +76,7 @@ def webcam(
     and when a live stream ends, drops or stalls (exit 1 once --reconnect attempts are spent);
     the --output video and --json lines are finalised in every case.
     """
-    from edgepose.detector import YoloxDetector, default_detector_path
+    from edgepose.detector import YoloxDetector, detector_model
     from edgepose.fileio import writable_file
     from edgepose.live import STAGES, LivePose, LiveSession
     from edgepose.runtime import Runtime
@@ -80,10 +87,12 @@ def webcam(
         if path is not None:
             writable_file(path, what)
     one_euro = OneEuroFilter(min_cutoff, beta, d_cutoff)
+    det_path = detector_model(detector) if detector is not None else None  # a missing file fails before any work
     model_path = _pose_model(model, precision, target)
-    runtime = Runtime(model_path, threads=threads)
-    det_path = detector if detector is not None else default_detector_path()
-    det = YoloxDetector(det_path, score_thresh=box_thresh, intra_op_threads=detector_threads)
+    runtime = Runtime(model_path, **_ort_threads(model_path, "threads", threads))
+    det_path = det_path or detector_model()
+    det = YoloxDetector(det_path, score_thresh=box_thresh, **_ort_threads(det_path, "intra_op_threads",
+                                                                         detector_threads))
     show = not headless
     if show and window_problem():
         err.print("note: no window (%s); running headless" % window_problem())
