@@ -221,6 +221,21 @@ class LiveSummary:
             self.timings = {k: v / self.frames for k, v in self.timings.items()}
 
 
+def _write_together(writes) -> None:
+    """Call each ``[write, item]`` (None entries skipped) even when Ctrl-C or SIGTERM arrives between two of
+    them, then raise it: the outputs of a frame are written all or none, so they stay in step."""
+    interrupted = None
+    for entry in writes:
+        if entry is None:
+            continue
+        try:
+            entry[0](entry[1])
+        except KeyboardInterrupt as e:
+            interrupted = e
+    if interrupted is not None:
+        raise interrupted
+
+
 class LiveSession:
     """Runs :class:`LivePose` over a video source and writes the outputs; see :meth:`run`.
 
@@ -289,15 +304,13 @@ class LiveSession:
                 timestamp = frame.time - origin if feed.source.live else frame.time
                 result = self.live(frame.image, timestamp, summary.frames, detections, detect_ms)
                 summary.add(result)
-                if jsonl is not None:
-                    jsonl.write(result.record())
-                if video is not None or self.show:
-                    canvas = draw_overlay(frame.image, result, meter.fps, self.live.keypoint_thresh)
-                    if video is not None:
-                        video.write(canvas)
-                    if self.show and self._show(canvas):
-                        summary.stop_reason = "quit from the window"
-                        break
+                canvas = (draw_overlay(frame.image, result, meter.fps, self.live.keypoint_thresh)
+                          if video is not None or self.show else None)
+                _write_together(([jsonl.write, result.record()] if jsonl is not None else None,
+                                 [video.write, canvas] if video is not None else None))
+                if self.show and self._show(canvas):
+                    summary.stop_reason = "quit from the window"
+                    break
                 if self.on_frame is not None:
                     self.on_frame(result)
                 now = meter.stop()
