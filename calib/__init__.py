@@ -15,9 +15,9 @@ from typing import Callable, List, Optional, Union
 import numpy as np
 
 from edgepose.errors import InputError
+from edgepose.fileio import PathLike
 from edgepose.meta import ModelMeta
 
-PathLike = Union[str, Path]
 #: Persons used by default (NVIDIA advises 500+ calibration samples).
 DEFAULT_MAX_PERSONS = 512
 #: Every HELD_OUT_EVERY-th crop is held out for the accuracy gate (20 %), never calibrated on.

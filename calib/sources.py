@@ -15,18 +15,18 @@ it, for the crop cache key.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, List, Optional, Sequence, Union
+from typing import Iterator, List, Optional, Sequence
 
 import cv2
 import numpy as np
 
 from edgepose.errors import InputError
-from edgepose.fileio import IMAGE_SUFFIXES, images_in, read_image
+from edgepose.fileio import IMAGE_SUFFIXES, PathLike, file_hash, images_in, read_image
 
-PathLike = Union[str, Path]
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 #: A video contributes at most this many frames (evenly spaced over its length).
 MAX_VIDEO_FRAMES = 300
@@ -256,18 +256,12 @@ def open_source(source: PathLike, images_dir: Optional[PathLike] = None) -> Pers
 
 def describe_detector(detector) -> dict:
     """What makes a detector's boxes what they are: its model file's SHA-256 and thresholds."""
-    from edgepose.download import file_hash
-
     return {"model_sha256": file_hash(detector.model_path, "sha256"), "score_thresh": detector.score_thresh,
             "nms_thresh": detector.nms_thresh, "input_size": list(detector.input_size)}
 
 
 def source_fingerprint(source: PersonSource, extra: Sequence[object] = ()) -> str:
     """SHA-256 over the kind, the file names, sizes and contents of a source (and ``extra``)."""
-    import hashlib
-
-    from edgepose.download import file_hash
-
     digest = hashlib.sha256()
     digest.update(json.dumps([source.kind, list(extra)], sort_keys=True, default=str).encode())
     for path in source.files():

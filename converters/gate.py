@@ -47,17 +47,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from edgepose.decode import get_max_preds, refine_quarter
 from edgepose.errors import EdgeposeError
+from edgepose.fileio import PathLike
 from edgepose.keypoints import COCO_KEYPOINTS, COCO_OKS_SIGMAS
 from edgepose.meta import ModelMeta
 
-PathLike = Union[str, Path]
 #: Largest 95 % upper bound of the estimated mean OKS loss for which INT8 is kept (module docstring).
 GATE_MAX_OKS_LOSS = 0.025
 #: Fewest persons with confident joints the gate decides on.

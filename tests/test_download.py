@@ -10,8 +10,9 @@ from loopback import LocalServer, send_stalled, send_truncated
 from support import leftovers, write_zip
 
 from edgepose.cache import cache_dir
-from edgepose.download import download, extract_zip_member, file_hash, hash_matches
+from edgepose.download import download, extract_zip_member, hash_matches
 from edgepose.errors import DownloadError, InputError
+from edgepose.fileio import file_hash
 
 
 class TtyBuffer(io.StringIO):
