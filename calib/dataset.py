@@ -189,9 +189,9 @@ def build_calibration_set(ann_file: PathLike, images_dir: PathLike, out: PathLik
 def _progress(items: Sequence, enabled: bool, title: str) -> Iterable:
     if not enabled:
         return items
-    from rich.progress import track
+    from edgepose.calib import ProgressBar
 
-    return track(items, description=title, transient=True)
+    return ProgressBar(title, persons=False).track(items)
 
 
 # --------------------------------------------------------------------------- download
