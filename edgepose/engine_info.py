@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import edgepose
 from edgepose.errors import MissingDependencyError, ModelFileError
 from edgepose.fileio import PathLike, atomic_write_bytes
-from edgepose.meta import PREFIX
+from edgepose.meta import ModelMeta, encode_prop
 from edgepose.optional import require
 
 #: File suffixes of serialized TensorRT engines (``.plan`` is Triton's name, ``.trt`` trtexec users').
@@ -97,8 +97,8 @@ def make_sidecar(*, engine_path: PathLike, engine_bytes: bytes, onnx_path: PathL
     """The JSON sidecar of an engine built from ``info`` (:class:`~edgepose.converters.tensorrt_build.OnnxInfo`)
     as ``plan`` (:class:`~edgepose.converters.tensorrt_build.PrecisionPlan`)."""
     metadata = dict(info.props)
-    if any(k.startswith(PREFIX) for k in metadata):  # the engine's precision, not the ONNX's
-        metadata[PREFIX + "precision"] = json.dumps(plan.precision)
+    if ModelMeta.has_edgepose_props(metadata):  # the engine's precision, not the ONNX's
+        metadata.update(encode_prop("precision", plan.precision))
     return {
         "format": SIDECAR_FORMAT,
         "engine": Path(engine_path).name,

@@ -115,6 +115,11 @@ def edgepose_props(props: Mapping[str, str]) -> Dict[str, str]:
     return {k: v for k, v in props.items() if str(k).startswith(PREFIX)}
 
 
+def encode_prop(name: str, value: Any) -> Dict[str, str]:
+    """``{"edgepose.<name>": JSON of value}``, one entry of the props."""
+    return {PREFIX + name: json.dumps(value)}
+
+
 def prop_value(props: Mapping[str, str], name: str, default: Any = None) -> Any:
     """The JSON value of ``edgepose.<name>`` in ``props``; ``default`` when it is absent or not JSON."""
     try:

@@ -18,7 +18,6 @@ conversions. Unless ``precision``/``target`` narrow them, the one used is the fi
 4. the newest file.
 """
 import datetime
-import json
 import os
 import warnings
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from edgepose.cache import cache_dir
 from edgepose.engine_info import ENGINE_SUFFIXES, is_engine, read_sidecar, sidecar_path
 from edgepose.errors import InputError, ModelFileError, did_you_mean
 from edgepose.fileio import PathLike
-from edgepose.meta import PREFIX, PRECISIONS, TARGETS, onnx_metadata_props, prop_value
+from edgepose.meta import PRECISIONS, TARGETS, encode_prop, onnx_metadata_props, prop_value
 
 MODEL_SUFFIXES = (".onnx",) + ENGINE_SUFFIXES
 #: name tags convert writes (converters/convert.py variant_name), longest first
@@ -256,7 +255,7 @@ def _file_props(path: Path) -> Dict[str, str]:
             side = read_sidecar(path) or {}
             props = dict(side.get("metadata") or {})
             if side.get("precision"):
-                props[PREFIX + "precision"] = json.dumps(side["precision"])
+                props.update(encode_prop("precision", side["precision"]))
             return props
         return onnx_metadata_props(path)
     except (OSError, ValueError, AttributeError, TypeError):  # a broken file: its name is all we have

@@ -53,7 +53,7 @@ def parse_url(url: str) -> Tuple[str, int, str]:
 def _client_module(protocol: str) -> ModuleType:
     protocol = "grpc" if protocol == "grpc" else "http"
     return require("tritonclient." + protocol, "triton", "the triton backend (%s)" % protocol,
-                   "or pip install 'tritonclient[%s]'" % protocol)
+                   "Or `pip install 'tritonclient[%s]'`" % protocol)
 
 
 class TritonBackend(Backend):
