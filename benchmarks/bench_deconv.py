@@ -37,7 +37,8 @@ import onnx
 import onnxruntime as ort
 
 from bench_zoo_cpu import CpuMeter, cpu_flags, cpu_model, make_session
-from edgepose.converters.export import build_onnx, count_gflops, save_onnx
+from edgepose.converters.export import build_onnx, count_gflops
+from edgepose.converters.onnx_io import save_onnx
 from edgepose.converters.graph import RandomWeights
 from edgepose.converters.rewrite import deconv_to_conv_depth_to_space
 from edgepose.converters.zoo import get_entry

@@ -47,7 +47,7 @@ from edgepose.converters.graph import RandomWeights
 from edgepose.converters.quantize import DEFAULT_METHOD, METHODS, TARGETS, prepare_graph, quantize_model
 from edgepose.converters.rewrite import deconv_to_conv_depth_to_space
 from edgepose.converters.zoo import get_entry
-from edgepose.meta import ModelMeta
+from edgepose.meta import ModelMeta, read_onnx_props
 from edgepose.transforms import flip_batch
 
 SHARED = Path(os.environ.get("EDGEPOSE_SHARED") or Path(__file__).resolve().parents[2] / "shared")
@@ -102,7 +102,7 @@ def compare_methods(specs: List[str], methods: List[str], threads: int) -> tuple
     rows, models = [], []
     for spec in specs:
         model = build_model(spec)
-        meta = ModelMeta.from_props({p.key: p.value for p in model.metadata_props})
+        meta = ModelMeta.from_props(read_onnx_props(model))
         calib, held = calibration_data(meta)
         reference = run_model(model, held, threads)
         models.append(sensitivity(spec, model, held, reference, meta, threads))
@@ -140,7 +140,7 @@ def speed_variants(model: onnx.ModelProto, calib: np.ndarray, method: str,
 
 def measure_speed(spec: str, args: argparse.Namespace, meter: CpuMeter) -> List[dict]:
     model = build_model(spec)
-    meta = ModelMeta.from_props({p.key: p.value for p in model.metadata_props})
+    meta = ModelMeta.from_props(read_onnx_props(model))
     calib, held = calibration_data(meta)
     x = np.concatenate([calib, held])[:args.batch]
     variants = speed_variants(model, calib, args.method, args.ablations)

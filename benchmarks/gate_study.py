@@ -59,7 +59,7 @@ from edgepose.converters.gate import (  # noqa: E402
 from edgepose.converters.precision import make_int8  # noqa: E402
 from edgepose.converters.quantize import METHODS, TARGETS, final_heatmap_node, quantize_int8  # noqa: E402
 from edgepose.keypoints import COCO_FLIP_PAIRS, COCO_OKS_SIGMAS, flip_permutation  # noqa: E402
-from edgepose.meta import ModelMeta  # noqa: E402
+from edgepose.meta import ModelMeta, read_onnx_props  # noqa: E402
 from edgepose.track import keypoint_oks  # noqa: E402
 from edgepose.transforms import affine_matrices, flip_batch, preprocess  # noqa: E402
 
@@ -166,10 +166,6 @@ def study_heatmaps(draws: int, seed: int = 0) -> List[dict]:
 
 
 # --------------------------------------------------------------------------- B: a real network
-def _props(model: onnx.ModelProto) -> dict:
-    return {p.key: p.value for p in model.metadata_props}
-
-
 def calibrated_statistics(path: Path, crops: np.ndarray, out: Path, peak: float = 0.8) -> Path:
     """``path`` with every convolution but the last re-normalised per channel on ``crops`` (module doc),
     and the last one scaled so that the median heatmap peak is ``peak``."""
@@ -241,7 +237,7 @@ def study_network(folder: Path) -> List[dict]:
     from edgepose.converters.fp16 import to_fp16
 
     fp32_random = random_model(MODEL)
-    meta = ModelMeta.from_props(_props(onnx.load(str(fp32_random))))
+    meta = ModelMeta.from_props(read_onnx_props(onnx.load(str(fp32_random))))
     demo = load_calibration(DEMO, meta, detector=DETECTOR, progress=False)
     coco = load_calibration(COCO_FILE, meta, progress=False)
     crops = np.concatenate([demo.crops, demo.held_out])

@@ -137,7 +137,8 @@ def check_model(entry, persons: List[tuple], workdir: Path, args: argparse.Names
     import onnx
 
     from edgepose import Runtime
-    from edgepose.converters.export import export_zoo_model, save_onnx
+    from edgepose.converters.export import export_zoo_model
+    from edgepose.converters.onnx_io import save_onnx
     from edgepose.converters.fp16 import to_fp16
     from edgepose.converters.precision import make_int8
 
@@ -205,7 +206,7 @@ def machine(provider: str, use_trt: bool) -> Dict[str, str]:
     info = {"python": platform.python_version(), "onnxruntime": ort.__version__, "edgepose": edgepose.__version__,
             "provider": provider, "platform": platform.platform()}
     if use_trt:
-        from edgepose.backends.tensorrt import import_tensorrt
+        from edgepose.engine_info import import_tensorrt
         from edgepose.cuda import get_cuda
 
         cuda = get_cuda()
@@ -224,7 +225,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("%s (onnxruntime %s offers %s; a CUDA machine needs onnxruntime-gpu)"
               % (SKIP_MESSAGE, ort.__version__, ", ".join(available)))
         return 0
-    from edgepose.backends.tensorrt import tensorrt_available
+    from edgepose.engine_info import tensorrt_available
     from edgepose.converters.zoo import get_entry, list_models
 
     coco_file = args.shared / COCO_FILE

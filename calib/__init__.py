@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, List, Optional, Union
+from typing import Callable, Iterator, List, Optional, Sequence, TypeVar, Union
 
 import numpy as np
 
 from edgepose.errors import InputError
+from edgepose.fileio import PathLike
 from edgepose.meta import ModelMeta
 
-PathLike = Union[str, Path]
 #: Persons used by default (NVIDIA advises 500+ calibration samples).
 DEFAULT_MAX_PERSONS = 512
 #: Every HELD_OUT_EVERY-th crop is held out for the accuracy gate (20 %), never calibrated on.
@@ -25,6 +25,7 @@ HELD_OUT_EVERY = 5
 
 #: Called as persons are found: (frames searched, frames to search at most, persons found so far).
 ProgressCallback = Callable[[int, int, int], None]
+T = TypeVar("T")
 
 __all__ = ["CalibrationSet", "DEFAULT_MAX_PERSONS", "ProgressCallback", "load_calibration"]
 
@@ -95,17 +96,27 @@ def _prepare(source, meta: ModelMeta, max_persons: int, detector, report: Progre
     return np.concatenate(batches), origins
 
 
-class _Bar:
-    """A :data:`ProgressCallback` drawing a rich progress bar on stderr: frames searched, persons found."""
+class ProgressBar:
+    """A rich progress bar on stderr, gone when closed. As a :data:`ProgressCallback` it shows frames searched
+    and (``persons``) persons found; :meth:`track` walks a sequence with it."""
 
-    def __init__(self, title: str) -> None:
+    def __init__(self, title: str, persons: bool = True) -> None:
         from rich.console import Console
         from rich.progress import Progress
 
-        self.progress = Progress(*Progress.get_default_columns(), "{task.fields[persons]} persons found",
-                                 console=Console(stderr=True), transient=True)
+        columns = Progress.get_default_columns() + (("{task.fields[persons]} persons found",) if persons else ())
+        self.progress = Progress(*columns, console=Console(stderr=True), transient=True)
         self.task = self.progress.add_task(title, total=None, persons=0)
         self.progress.start()
+
+    def track(self, items: Sequence[T]) -> Iterator[T]:
+        """The items of ``items``, advancing the bar after each; the bar closes at the end."""
+        try:
+            for done, item in enumerate(items, 1):
+                yield item
+                self(done, len(items), 0)
+        finally:
+            self.close()
 
     def __call__(self, frames: int, total: int, persons: int) -> None:
         self.progress.update(self.task, completed=frames, total=total, persons=persons)
@@ -146,7 +157,7 @@ def load_calibration(source: Optional[PathLike], meta: ModelMeta, *, max_persons
     if cached is not None:
         crops, origins = cached
     else:
-        bar = _Bar("Finding calibration persons in %s" % src.describe()) if progress is True else None
+        bar = ProgressBar("Finding calibration persons in %s" % src.describe()) if progress is True else None
         try:
             crops, origins = _prepare(src, meta, max_persons, det, bar or progress or _no_progress)
         finally:

@@ -31,15 +31,15 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, Optional, Sequence, Union
+from typing import Dict, Iterable, Optional, Sequence
 
 import cv2
 import numpy as np
 
 from edgepose.cache import cache_dir
 from edgepose.errors import DownloadError, InputError
+from edgepose.fileio import PathLike
 
-PathLike = Union[str, Path]
 FORMAT_VERSION = 1
 CALIB_SET_FILE = "coco_val2017_person_crops_v1.npz"
 DEFAULT_CALIB_URL = "https://github.com/edgepose/edgepose/releases/download/calib-v1/" + CALIB_SET_FILE
@@ -189,9 +189,9 @@ def build_calibration_set(ann_file: PathLike, images_dir: PathLike, out: PathLik
 def _progress(items: Sequence, enabled: bool, title: str) -> Iterable:
     if not enabled:
         return items
-    from rich.progress import track
+    from edgepose.calib import ProgressBar
 
-    return track(items, description=title, transient=True)
+    return ProgressBar(title, persons=False).track(items)
 
 
 # --------------------------------------------------------------------------- download

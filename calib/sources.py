@@ -15,18 +15,18 @@ it, for the crop cache key.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, List, Optional, Sequence, Union
+from typing import Iterator, List, Optional, Sequence
 
 import cv2
 import numpy as np
 
 from edgepose.errors import InputError
-from edgepose.fileio import IMAGE_SUFFIXES, images_in, read_image
+from edgepose.fileio import IMAGE_SUFFIXES, PathLike, file_hash, images_in, read_image
 
-PathLike = Union[str, Path]
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 #: A video contributes at most this many frames (evenly spaced over its length).
 MAX_VIDEO_FRAMES = 300
@@ -35,8 +35,9 @@ ORDER_SEED = 0
 
 
 @dataclass
-class Frame:
-    """One image and the persons on it: ``boxes`` (N, 4) float64 x1, y1, x2, y2 in pixels."""
+class PersonFrame:
+    """One image of a calibration source and the persons on it: ``boxes`` (N, 4) float64 x1, y1, x2, y2 in
+    pixels (not :class:`edgepose.video.Frame`, a decoded frame of a live source)."""
 
     image: np.ndarray
     boxes: np.ndarray
@@ -70,7 +71,7 @@ class PersonSource:
         """How many frames :meth:`frames` visits at most (for the progress bar)."""
         raise NotImplementedError
 
-    def frames(self, detector=None) -> Iterator[Frame]:
+    def frames(self, detector=None) -> Iterator[PersonFrame]:
         """Frames in visiting order; ``detector`` (a YoloxDetector) when ``needs_detector``."""
         raise NotImplementedError
 
@@ -101,19 +102,20 @@ class ImageFolderSource(PersonSource):
     def __len__(self) -> int:
         return len(self.images)
 
-    def frames(self, detector=None) -> Iterator[Frame]:
+    def frames(self, detector=None) -> Iterator[PersonFrame]:
         for i in spread_order(len(self.images)):
             path = self.images[i]
             image = read_calib_image(path)
-            yield Frame(image, detector.detect(image)[:, :4].astype(np.float64), path.name)
+            yield PersonFrame(image, detector.detect(image)[:, :4].astype(np.float64), path.name)
 
     def no_persons_hint(self) -> str:
         return ("the person detector found nobody in its %d images; pass a folder of photos with people "
                 "in them" % len(self.images))
 
 
-class VideoSource(PersonSource):
-    """Up to :data:`MAX_VIDEO_FRAMES` evenly spaced frames of a video, persons found by the detector."""
+class SampledVideoSource(PersonSource):
+    """Up to :data:`MAX_VIDEO_FRAMES` evenly spaced frames of a video file, persons found by the detector
+    (not :class:`edgepose.video.VideoSource`, which streams every frame of a camera, stream or file)."""
 
     kind = "video"
     needs_detector = True
@@ -138,7 +140,7 @@ class VideoSource(PersonSource):
             return self.max_frames
         return min(self.max_frames, -(-self.frame_count // self.step))
 
-    def frames(self, detector=None) -> Iterator[Frame]:
+    def frames(self, detector=None) -> Iterator[PersonFrame]:
         cap = cv2.VideoCapture(str(self.path))
         try:
             index = used = 0
@@ -148,7 +150,7 @@ class VideoSource(PersonSource):
                     break
                 if index % self.step == 0:
                     used += 1
-                    yield Frame(image, detector.detect(image)[:, :4].astype(np.float64),
+                    yield PersonFrame(image, detector.detect(image)[:, :4].astype(np.float64),
                                 "%s#%d" % (self.path.name, index))
                 index += 1
         finally:
@@ -194,7 +196,7 @@ class CocoSource(PersonSource):
     def __len__(self) -> int:
         return len(self.image_ids)
 
-    def frames(self, detector=None) -> Iterator[Frame]:
+    def frames(self, detector=None) -> Iterator[PersonFrame]:
         from edgepose.coco import gt_person_boxes
 
         for i in spread_order(len(self.image_ids)):
@@ -203,7 +205,7 @@ class CocoSource(PersonSource):
             if len(boxes) == 0:
                 continue
             name = self.coco.loadImgs(image_id)[0]["file_name"]
-            yield Frame(read_calib_image(self.images_dir / name), boxes, name)
+            yield PersonFrame(read_calib_image(self.images_dir / name), boxes, name)
 
     def no_persons_hint(self) -> str:
         return "it has no person annotations with labelled keypoints; pass a COCO person_keypoints file"
@@ -226,9 +228,9 @@ class CalibrationSetSource(PersonSource):
     def __len__(self) -> int:
         return len(self.patches)
 
-    def frames(self, detector=None) -> Iterator[Frame]:
+    def frames(self, detector=None) -> Iterator[PersonFrame]:
         for i in range(len(self.patches)):
-            yield Frame(self.patches.image(i), self.patches.boxes[i:i + 1].astype(np.float64),
+            yield PersonFrame(self.patches.image(i), self.patches.boxes[i:i + 1].astype(np.float64),
                         "%s#%d" % (self.path.name, i))
 
 
@@ -246,7 +248,7 @@ def open_source(source: PathLike, images_dir: Optional[PathLike] = None) -> Pers
     if suffix == ".npz":
         return CalibrationSetSource(path)
     if suffix in VIDEO_SUFFIXES:
-        return VideoSource(path)
+        return SampledVideoSource(path)
     if suffix in IMAGE_SUFFIXES:
         raise InputError("calibration source %s is a single image; put a few hundred photos with people in a "
                          "folder and pass the folder" % path)
@@ -256,18 +258,12 @@ def open_source(source: PathLike, images_dir: Optional[PathLike] = None) -> Pers
 
 def describe_detector(detector) -> dict:
     """What makes a detector's boxes what they are: its model file's SHA-256 and thresholds."""
-    from edgepose.download import file_hash
-
     return {"model_sha256": file_hash(detector.model_path, "sha256"), "score_thresh": detector.score_thresh,
             "nms_thresh": detector.nms_thresh, "input_size": list(detector.input_size)}
 
 
 def source_fingerprint(source: PersonSource, extra: Sequence[object] = ()) -> str:
     """SHA-256 over the kind, the file names, sizes and contents of a source (and ``extra``)."""
-    import hashlib
-
-    from edgepose.download import file_hash
-
     digest = hashlib.sha256()
     digest.update(json.dumps([source.kind, list(extra)], sort_keys=True, default=str).encode())
     for path in source.files():

@@ -9,17 +9,13 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, List, Optional, Union
-
-import onnx
+from typing import Callable, List, Optional
 
 from edgepose.cache import cache_dir
+from edgepose.engine_info import ENGINE_SUFFIXES, is_engine
 from edgepose.errors import InputError
-from edgepose.meta import ModelMeta
-
-PathLike = Union[str, Path]
-PRECISIONS = ("fp32", "fp16", "int8")
-ENGINE_SUFFIXES = (".engine", ".plan")
+from edgepose.fileio import PathLike
+from edgepose.meta import PRECISIONS, ModelMeta, read_onnx_props
 
 
 @dataclass
@@ -38,10 +34,9 @@ class ConvertResult:
 
 def is_edgepose_model(path: Path) -> bool:
     """Whether ``path`` carries edgepose metadata; ModelFileError when it is no readable ONNX file."""
-    from edgepose.converters.export import load_onnx
+    from edgepose.converters.onnx_io import load_onnx
 
-    model = load_onnx(path, load_external_data=False)
-    return ModelMeta.has_edgepose_props({p.key: p.value for p in model.metadata_props})
+    return ModelMeta.has_edgepose_props(read_onnx_props(load_onnx(path, load_external_data=False)))
 
 
 def variant_name(base: str, precision: str, target: str) -> str:
@@ -73,9 +68,9 @@ def check_request(precision: str, output: Optional[Path], engine: bool, calib: O
         return
     if output.is_dir():
         raise InputError("-o %s is a folder; give the path of the file to write" % output)
-    if output.suffix not in (".onnx",) + ENGINE_SUFFIXES:
-        raise InputError("-o must end in .onnx, or in .engine/.plan with --engine; got %s" % output)
-    if output.suffix in ENGINE_SUFFIXES and not engine:
+    if output.suffix != ".onnx" and not is_engine(output):
+        raise InputError("-o must end in .onnx, or in %s with --engine; got %s" % ("/".join(ENGINE_SUFFIXES), output))
+    if is_engine(output) and not engine:
         raise InputError("-o %s names an engine: add --engine (or give an .onnx path)" % output)
     parent = next((p for p in output.parents if p.exists()), Path("."))
     if not parent.is_dir():
@@ -115,11 +110,11 @@ def convert_model(source: str, *, output: Optional[PathLike] = None, precision: 
                                         random, seed, download, result, say)
         final = fp32
         if precision == "fp16":
-            from edgepose.converters.export import save_onnx
             from edgepose.converters.fp16 import to_fp16
+            from edgepose.converters.onnx_io import load_onnx, save_onnx
 
             say("Converting to FP16 ...")
-            final = save_onnx(to_fp16(onnx.load(str(fp32))), onnx_out or folder / variant_name(base, "fp16", target))
+            final = save_onnx(to_fp16(load_onnx(fp32)), onnx_out or folder / variant_name(base, "fp16", target))
             result.files.append(final)
         elif precision == "int8":
             from edgepose.converters.precision import make_int8
@@ -134,7 +129,7 @@ def convert_model(source: str, *, output: Optional[PathLike] = None, precision: 
             final = report.path
             result.files.append(final)
         if engine:
-            _engine(final, out if out is not None and out.suffix in ENGINE_SUFFIXES else final.with_suffix(".engine"),
+            _engine(final, out if out is not None and is_engine(out) else final.with_suffix(".engine"),
                     max_batch, opt_batch, result, say)
         result.files = [f for f in result.files if not _inside(f, Path(scratch))]
     return result
@@ -161,7 +156,7 @@ def _fp32_from_zoo(name: str, folder: Path, out: Optional[Path], weights: Option
 
 def _fp32_from_onnx(path: Path, folder: Path, out: Optional[Path], result: ConvertResult,
                     say: Callable[[str], None]):
-    from edgepose.converters.export import save_onnx
+    from edgepose.converters.onnx_io import save_onnx
     from edgepose.converters.normalize import normalize_foreign
 
     if not path.is_file():
@@ -181,7 +176,8 @@ def _fp32_from_onnx(path: Path, folder: Path, out: Optional[Path], result: Conve
 
 def _engine(onnx_path: Path, engine_path: Path, max_batch: int, opt_batch: int, result: ConvertResult,
             say: Callable[[str], None]) -> None:
-    from edgepose.converters.tensorrt_build import build_engine, tensorrt_available, trtexec_command
+    from edgepose.converters.tensorrt_build import build_engine, trtexec_command
+    from edgepose.engine_info import tensorrt_available
 
     opt_batch = min(opt_batch, max_batch)
     if tensorrt_available():

@@ -1,24 +1,23 @@
-"""Zoo entry + weights -> checked FP32 ONNX with edgepose metadata, written atomically."""
+"""Zoo entry + weights -> checked FP32 ONNX with edgepose metadata, written atomically (:mod:`.onnx_io`)."""
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional
 
 import onnx
-from onnx import shape_inference
 
 import edgepose
 from edgepose.converters.archs import build_pose_net
 from edgepose.converters.graph import GraphBuilder, LoadedWeights, RandomWeights, WeightSource
+from edgepose.converters.onnx_io import check_and_infer, save_onnx
 from edgepose.converters.zoo import ZooEntry
-from edgepose.errors import ModelFileError, WeightsMismatchError
-from edgepose.fileio import atomic_write_bytes, existing_file
+from edgepose.errors import WeightsMismatchError
+from edgepose.fileio import PathLike, file_hash
 from edgepose.meta import ModelMeta
 
 log = logging.getLogger(__name__)
-PathLike = Union[str, Path]
 
 
 def entry_meta(entry: ZooEntry, weights_sha1: str) -> ModelMeta:
@@ -70,8 +69,7 @@ def count_gflops(model: onnx.ModelProto, batch: int = 1) -> float:
         dims = [d.dim_value or batch for d in vi.type.tensor_type.shape.dim]
         shapes[vi.name] = dims
     if not any(n.output[0] in shapes for n in graph.node):
-        model = shape_inference.infer_shapes(model)
-        return count_gflops(model, batch)
+        return count_gflops(check_and_infer(model, strict=False), batch)
     inits = {i.name: list(i.dims) for i in graph.initializer}
     macs = 0
     for node in graph.node:
@@ -86,21 +84,6 @@ def count_gflops(model: onnx.ModelProto, batch: int = 1) -> float:
     return 2.0 * macs / 1e9
 
 
-def save_onnx(model: onnx.ModelProto, path: PathLike) -> Path:
-    """Write ``model`` to ``path`` through a temporary file and an atomic rename."""
-    return atomic_write_bytes(path, model.SerializeToString())
-
-
-def load_onnx(path: PathLike, load_external_data: bool = True) -> onnx.ModelProto:
-    """An ONNX model a user gave; ModelFileError naming the file when it is missing, a folder or not ONNX."""
-    path = existing_file(path, "ONNX model", "pass the path of an .onnx model file", ModelFileError)
-    try:
-        return onnx.load(str(path), load_external_data=load_external_data)
-    except Exception as e:  # protobuf's DecodeError, OSError, ValueError ...: no common base class
-        raise ModelFileError("%s is not a readable ONNX model (%s); check that the file is complete and is an "
-                             ".onnx file" % (path, str(e).strip() or type(e).__name__)) from e
-
-
 @dataclass
 class ExportResult:
     entry: ZooEntry
@@ -113,8 +96,6 @@ def export_zoo_model(entry: ZooEntry, output: Optional[PathLike] = None, *,
                      weights: Optional[PathLike] = None, random: bool = False, seed: int = 0,
                      download: bool = True) -> ExportResult:
     """Resolve the weights of ``entry``, build its FP32 ONNX and write it (atomically)."""
-    from edgepose.download import file_hash
-
     if random:
         source: WeightSource = random_weights(seed)
         sha1, used = "random", "random (seed %d)" % seed

@@ -26,8 +26,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from edgepose.converters.onnx_io import check_and_infer
 from edgepose.converters.rewrite import unique_name
-from edgepose.meta import ModelMeta
+from edgepose.meta import ModelMeta, read_onnx_props, update_onnx_props
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ FLOAT, FLOAT16 = TensorProto.FLOAT, TensorProto.FLOAT16
 
 def _float_tensors(model: onnx.ModelProto) -> Set[str]:
     """Names of the FP32 tensors of the (shape-inferred) main graph."""
-    graph = onnx.shape_inference.infer_shapes(model).graph
+    graph = check_and_infer(model, strict=False).graph
     typed = [(vi.name, vi.type.tensor_type.elem_type)
              for vi in list(graph.value_info) + list(graph.input) + list(graph.output)]
     typed += [(init.name, init.data_type) for init in graph.initializer]
@@ -121,11 +122,7 @@ def to_fp16(model: onnx.ModelProto, keep_fp32_ops: Iterable[str] = DEFAULT_KEEP_
     del graph.node[:]
     graph.node.extend(nodes)
     del graph.value_info[:]
-    if ModelMeta.has_edgepose_props({p.key: p.value for p in model.metadata_props}):
-        props = {p.key: p.value for p in model.metadata_props}
-        props.update(ModelMeta.from_props(props, precision="fp16").to_props())
-        del model.metadata_props[:]
-        helper.set_model_props(model, props)
-    model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
-    onnx.checker.check_model(model, full_check=True)
-    return model
+    props = read_onnx_props(model)
+    if ModelMeta.has_edgepose_props(props):
+        update_onnx_props(model, ModelMeta.from_props(props, precision="fp16").to_props())
+    return check_and_infer(model)

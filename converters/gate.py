@@ -47,17 +47,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from edgepose.decode import get_max_preds, refine_quarter
 from edgepose.errors import EdgeposeError
-from edgepose.keypoints import COCO_KEYPOINTS, COCO_OKS_SIGMAS
+from edgepose.fileio import PathLike
+from edgepose.keypoints import keypoint_similarity, oks_sigmas
 from edgepose.meta import ModelMeta
 
-PathLike = Union[str, Path]
 #: Largest 95 % upper bound of the estimated mean OKS loss for which INT8 is kept (module docstring).
 GATE_MAX_OKS_LOSS = 0.025
 #: Fewest persons with confident joints the gate decides on.
@@ -70,8 +69,6 @@ AREA_RATIO = 0.26
 FP32_JOINT_OKS = 0.85
 #: FP32 heatmap peak above which a joint counts as seen for the agreement figures (GluonCV's keypoint threshold).
 VISIBLE_SCORE = 0.2
-#: Sigma for keypoint sets other than COCO-17 (about the mean of COCO's).
-DEFAULT_SIGMA = 0.06
 CROP_GROWTH = 1.25
 _Z95 = 1.6448536269514722  # one-sided 95 % normal quantile
 _T95_SMALL = (6.3138, 2.9200, 2.3534, 2.1318, 2.0150, 1.9432, 1.8946, 1.8595, 1.8331)  # Student's t, df 1..9
@@ -162,12 +159,6 @@ def t95(df: int) -> float:
     return z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
 
 
-def sigmas_for(num_keypoints: int) -> np.ndarray:
-    if num_keypoints == len(COCO_KEYPOINTS):
-        return np.asarray(COCO_OKS_SIGMAS, np.float64)
-    return np.full(num_keypoints, DEFAULT_SIGMA)
-
-
 def crop_keypoints(heatmaps: np.ndarray, input_hw) -> tuple:
     """(N, K, h, w) heatmaps -> keypoints (N, K, 2) in crop-input pixels, scores (N, K)."""
     coords, scores = get_max_preds(heatmaps)
@@ -179,7 +170,7 @@ def crop_keypoints(heatmaps: np.ndarray, input_hw) -> tuple:
 def _similarity(ref_kps: np.ndarray, kps: np.ndarray, area: float) -> Tuple[np.ndarray, np.ndarray]:
     """(distance (N, K), COCO similarity (N, K)) of keypoints ``kps`` to ``ref_kps`` at scale ``area``."""
     dist = np.linalg.norm(np.asarray(kps, np.float64) - np.asarray(ref_kps, np.float64), axis=2)
-    return dist, np.exp(-dist ** 2 / (2 * area * (2 * sigmas_for(dist.shape[1])) ** 2))
+    return dist, keypoint_similarity(dist ** 2, area, oks_sigmas(dist.shape[1]))
 
 
 def oks_agreement(ref_kps: np.ndarray, ref_scores: np.ndarray, kps: np.ndarray, input_hw) -> Agreement:
@@ -238,7 +229,7 @@ def model_heatmaps(model_path: PathLike, crops: np.ndarray, batch: int = 16,
 
     backend = OnnxRuntimeBackend(str(model_path), providers=["CPUExecutionProvider"], threads=threads)
     try:
-        return np.concatenate([backend.run(crops[i:i + batch]) for i in range(0, len(crops), batch)])
+        return backend.run_chunked(crops, batch)
     finally:
         backend.close()
 

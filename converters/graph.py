@@ -14,7 +14,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from edgepose.converters.onnx_io import IR_VERSION, check_and_infer
 from edgepose.errors import WeightsMismatchError
+from edgepose.meta import write_onnx_props
 
 #: Opset of every exported graph: TensorRT 8.5 through 11 parse it (HardSwish needs >= 14).
 OPSET = 17
@@ -258,8 +260,6 @@ class GraphBuilder:
         graph = helper.make_graph(self.nodes, graph_name, [inp], [outp], initializer=self.initializers)
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                                   producer_name="edgepose")
-        model.ir_version = 8  # readable by onnxruntime >= 1.10 and TensorRT 8.5
-        helper.set_model_props(model, metadata)
-        model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
-        onnx.checker.check_model(model, full_check=True)
-        return model
+        model.ir_version = IR_VERSION
+        write_onnx_props(model, metadata)
+        return check_and_infer(model)

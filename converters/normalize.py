@@ -12,7 +12,6 @@ is treated exactly like a zoo export (FP16, INT8, TensorRT).
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
@@ -22,19 +21,17 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 import edgepose
-from edgepose.converters.export import load_onnx
 from edgepose.converters.graph import OPSET
+from edgepose.converters.onnx_io import IR_VERSION, check_and_infer, load_onnx
 from edgepose.converters.rewrite import remove_unused_initializers
 from edgepose.errors import ModelFileError
+from edgepose.fileio import PathLike, file_hash
 from edgepose.keypoints import COCO_KEYPOINTS
-from edgepose.meta import ModelMeta
+from edgepose.meta import ModelMeta, read_onnx_props, update_onnx_props
 
 log = logging.getLogger(__name__)
-PathLike = Union[str, Path]
 #: The oldest opset the ONNX version converter takes a model from, as edgepose supports it.
 MIN_OPSET = 7
-#: IR version of every model edgepose writes (readable by onnxruntime >= 1.10 and TensorRT 8.5).
-IR_VERSION = 8
 BATCH = "batch"
 
 
@@ -46,7 +43,7 @@ def _load(model_or_path: Union[onnx.ModelProto, PathLike]) -> Tuple[onnx.ModelPr
         return model, model.graph.name or "model", "unknown"
     path = Path(model_or_path)
     model = load_onnx(path)
-    return model, path.name, hashlib.sha1(path.read_bytes()).hexdigest()
+    return model, path.name, file_hash(path, "sha1")
 
 
 def _default_opset(model: onnx.ModelProto) -> int:
@@ -240,9 +237,7 @@ def _check_reshapes(graph: onnx.GraphProto, image: str, label: str) -> None:
 def _checked(model: onnx.ModelProto, label: str, stage: str, strict: bool) -> onnx.ModelProto:
     """``model`` with inferred shapes; ``strict`` also runs the full checker."""
     try:
-        model = onnx.shape_inference.infer_shapes(model, strict_mode=strict)
-        if strict:
-            onnx.checker.check_model(model, full_check=True)
+        model = check_and_infer(model, strict)
     except Exception as e:  # InferenceError / ValidationError
         raise ModelFileError(
             "%s fails ONNX's shape inference or checker %s (%s)%s" % (
@@ -265,7 +260,7 @@ def _meta(model: onnx.ModelProto, label: str, sha1: str, options: Dict[str, Any]
     graph = model.graph
     in_hw = [d.dim_value or None for d in graph.input[0].type.tensor_type.shape.dim[2:]]
     out_dims = [d.dim_value or None for d in graph.output[0].type.tensor_type.shape.dim]
-    props = {p.key: p.value for p in model.metadata_props}
+    props = read_onnx_props(model)
     values = {k: v for k, v in options.items() if v is not None}
     size = values.get("input_size")
     if size is not None and None not in in_hw and list(size) != in_hw:
@@ -325,8 +320,5 @@ def normalize_foreign(model_or_path: Union[onnx.ModelProto, PathLike], *, name: 
     meta = _meta(model, label, sha1, dict(name=name, input_size=input_size, mean=mean, std=std,
                                           color_order=color_order, decoder=decoder, keypoints=keypoints,
                                           flip_pairs=flip_pairs))
-    props = {p.key: p.value for p in model.metadata_props}
-    props.update(meta.to_props())
-    del model.metadata_props[:]
-    helper.set_model_props(model, props)
+    update_onnx_props(model, meta.to_props())
     return model

@@ -22,20 +22,17 @@ from pathlib import Path
 from typing import Callable, List, Optional, Tuple, Union
 
 import numpy as np
-import onnx
-from onnx import helper
 
 from edgepose.calib import DEFAULT_MAX_PERSONS, ProgressCallback, load_calibration
-from edgepose.converters.export import save_onnx
+from edgepose.converters.onnx_io import load_onnx, save_onnx
 from edgepose.converters.gate import (
     CONFIDENT_SCORE, GATE_MAX_OKS_LOSS, GATE_MIN_PERSONS, AccuracyGateError, Agreement, GateDecision, LossEstimate,
     compare_heatmaps, decide, estimate_loss, model_heatmaps)
 from edgepose.converters.quantize import DEFAULT_METHOD, quantize_int8, quantizer_options
 from edgepose.errors import ModelFileError
-from edgepose.meta import PREFIX, ModelMeta
+from edgepose.fileio import PathLike
+from edgepose.meta import KEY_INT8_AGREEMENT, ModelMeta, read_onnx_props, update_onnx_props
 
-PathLike = Union[str, Path]
-KEY_AGREEMENT = PREFIX + "int8_agreement"
 #: Held-out persons from which the gate scores them alone (one quantisation); below, cross-validation.
 HOLD_OUT_MIN = 50
 #: Folds of the cross-validation (each model is calibrated on 1 - 1/CV_FOLDS of the persons).
@@ -91,7 +88,7 @@ def fp16_path_for(out_path: Path) -> Path:
 def _write_fp16(fp32_path: PathLike, out_path: Path) -> Path:
     from edgepose.converters.fp16 import to_fp16
 
-    return save_onnx(to_fp16(onnx.load(str(fp32_path))), out_path)
+    return save_onnx(to_fp16(load_onnx(fp32_path)), out_path)
 
 
 def _rounded(value: float) -> Optional[float]:
@@ -102,14 +99,13 @@ def _rounded(value: float) -> Optional[float]:
 def _finish_int8(tmp: str, out_path: Path, result: Agreement, estimate: LossEstimate, decision: GateDecision,
                  scheme: str, forced: bool) -> Path:
     """Move the INT8 model into place with its gate figures in the metadata."""
-    model = onnx.load(tmp)
+    model = load_onnx(tmp)
     figures = {"oks_loss": _rounded(estimate.loss), "oks_loss_upper": _rounded(estimate.upper),
                "tolerance": decision.tolerance, "persons_counted": estimate.counted, "joints": estimate.joints,
                "scheme": scheme, "mean_oks": round(result.mean_oks, 5), "min_oks": round(result.min_oks, 5),
                "max_px_error": round(result.max_px_error, 2), "held_out_persons": result.persons,
                "passed": decision.passed, "forced": forced}
-    helper.set_model_props(model, dict({p.key: p.value for p in model.metadata_props},
-                                            **{KEY_AGREEMENT: json.dumps(figures)}))
+    update_onnx_props(model, {KEY_INT8_AGREEMENT: json.dumps(figures)})
     return save_onnx(model, out_path)
 
 
@@ -159,8 +155,7 @@ def make_int8(fp32_path: PathLike, out_path: PathLike, *, calib_source: Optional
     """
     quantizer_options(target, method)  # bad target/method fail before any work
     out_path = Path(out_path)
-    model = onnx.load(str(fp32_path), load_external_data=False)
-    props = {p.key: p.value for p in model.metadata_props}
+    props = read_onnx_props(load_onnx(fp32_path, load_external_data=False))
     if not ModelMeta.has_edgepose_props(props):
         raise ModelFileError("%s has no edgepose metadata; convert it with `edgepose convert MODEL.onnx` first"
                              % fp32_path)

@@ -27,20 +27,18 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Dict, Iterator, Mapping, Optional, Union
+from typing import Dict, Iterator, Mapping, Optional
 
 import numpy as np
 import onnx
-from onnx import helper
 
-from edgepose.converters.export import save_onnx
+from edgepose.converters.onnx_io import load_onnx, save_onnx
 from edgepose.converters.rewrite import deconv_to_conv_depth_to_space
 from edgepose.errors import InputError, MissingDependencyError, ModelFileError
-from edgepose.meta import PREFIX, ModelMeta
+from edgepose.fileio import PathLike
+from edgepose.meta import KEY_INT8_CALIBRATION, KEY_INT8_TARGET, TARGETS, ModelMeta, read_onnx_props, write_onnx_props
 
-PathLike = Union[str, Path]
 
-TARGETS = ("tensorrt", "cpu")
 METHODS = ("minmax", "entropy", "percentile")
 #: Chosen by measurement (benchmarks/bench_int8.py, benchmarks/RESULTS.md "## INT8"): the highest (or tied)
 #: heatmap SQNR in 15 of 16 model/target cases, ahead of entropy and minmax; it takes 1.3-2.5x minmax's time.
@@ -57,9 +55,6 @@ TRIM_REWRITE = True
 TENSORRT_OPS = ("Conv", "ConvTranspose", "Add", "MaxPool", "AveragePool", "GlobalAveragePool")
 #: ONNX Runtime that calibrates batch by batch (``CalibStridedMinMax``, 1.19) with every option used here.
 MIN_ORT = (1, 19)
-#: Metadata keys written next to ModelMeta's (``ModelMeta.from_props`` ignores them).
-KEY_TARGET = PREFIX + "int8_target"
-KEY_CALIBRATION = PREFIX + "int8_calibration"
 
 
 def final_heatmap_node(model: onnx.ModelProto) -> onnx.NodeProto:
@@ -174,8 +169,8 @@ def quantize_int8(fp32_path: PathLike, calib: np.ndarray, out_path: PathLike, *,
     ``provenance`` (e.g. the calibration source).
     """
     quantizer_options(target, method)  # check both before the work starts
-    model = onnx.load(str(fp32_path))
-    props = {p.key: p.value for p in model.metadata_props}
+    model = load_onnx(fp32_path)
+    props = read_onnx_props(model)
     meta = ModelMeta.from_props(props)
     if meta.precision != "fp32":
         raise ModelFileError("%s is already %s (its edgepose.precision); quantise the FP32 model"
@@ -184,8 +179,7 @@ def quantize_int8(fp32_path: PathLike, calib: np.ndarray, out_path: PathLike, *,
                             exclude_final=exclude_final)
     meta.precision = "int8"
     props.update(meta.to_props())
-    props[KEY_TARGET] = json.dumps(target)
-    props[KEY_CALIBRATION] = json.dumps(dict(method=method, crops=int(len(calib)), **(provenance or {})))
-    del result.metadata_props[:]
-    helper.set_model_props(result, props)
+    props[KEY_INT8_TARGET] = json.dumps(target)
+    props[KEY_INT8_CALIBRATION] = json.dumps(dict(method=method, crops=int(len(calib)), **(provenance or {})))
+    write_onnx_props(result, props)
     return save_onnx(result, out_path)

@@ -30,6 +30,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from edgepose.converters.onnx_io import check_and_infer
 from edgepose.errors import ModelFileError
 
 INT64_MAX = 2 ** 63 - 1
@@ -212,6 +213,4 @@ def deconv_to_conv_depth_to_space(model: onnx.ModelProto, *, trim: bool = False)
     del graph.node[:]
     graph.node.extend(nodes)
     remove_unused_initializers(graph)
-    model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
-    onnx.checker.check_model(model, full_check=True)
-    return model
+    return check_and_infer(model)

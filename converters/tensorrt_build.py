@@ -13,30 +13,25 @@ TensorRT's INT8 is signed and symmetric (zero point 0): the UINT8 asymmetric Q/D
 CPU form (``--int8 --target cpu``) is refused before any work. DLA (Jetson Xavier/Orin) takes no
 dynamic shapes, so a DLA engine has one batch size, ``opt_batch``.
 
-The engine is written atomically with a sidecar ``<engine>.json`` recording the TensorRT version,
-GPU, precision, batch range, the source ONNX's SHA-256 and the model's edgepose metadata, which
-the TensorRT backend reads. When TensorRT is not installed, :func:`trtexec_command` gives the
-equivalent ``trtexec`` command line.
+The engine is written atomically with a sidecar ``<engine>.json`` (:mod:`edgepose.engine_info`)
+recording the TensorRT version, GPU, precision, batch range, the source ONNX's SHA-256 and the model's
+edgepose metadata, which the TensorRT backend reads. When TensorRT is not installed,
+:func:`trtexec_command` gives the equivalent ``trtexec`` command line.
 """
-import datetime
-import hashlib
-import json
 import logging
 from pathlib import Path
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
-import edgepose
-from edgepose.backends.tensorrt import (
-    SIDECAR_FORMAT, STRONGLY_TYPED_FROM, format_trtexec_command, import_tensorrt, sidecar_path,
-    tensorrt_available, trt_logger, version_tuple,
+from edgepose.backends.tensorrt import trt_logger
+from edgepose.engine_info import (
+    STRONGLY_TYPED_FROM, format_trtexec_command, import_tensorrt, make_sidecar, tensorrt_available, version_tuple,
+    write_sidecar,
 )
 from edgepose.errors import EdgeposeError, InputError, ModelFileError
-from edgepose.fileio import atomic_write_bytes
-from edgepose.meta import PREFIX
+from edgepose.fileio import PathLike, atomic_write_bytes, file_hash
+from edgepose.meta import PRECISIONS, prop_value, read_onnx_props
 
 log = logging.getLogger(__name__)
-PathLike = Union[str, Path]
-PRECISIONS = ("fp32", "fp16", "int8")
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 
 
@@ -67,24 +62,17 @@ class OnnxInfo(NamedTuple):
     output_name: str = ""  # the heatmap output (first graph output)
     output_shape: Tuple[Optional[int], ...] = ()  # None = dynamic
     unsigned_qdq: bool = False  # Q/DQ with UINT8 or non-zero zero points (ONNX Runtime's CPU form)
+    input_dtype: str = "FLOAT"  # ONNX TensorProto data type names of the input and the output
+    output_dtype: str = "FLOAT"
 
 
 def inspect_onnx(onnx_path: PathLike) -> OnnxInfo:
     """Read the input, metadata and precision of an ONNX model (external weights are not loaded)."""
-    try:
-        import onnx
-        from onnx import TensorProto
-    except ImportError as e:
-        from edgepose.errors import MissingDependencyError
+    from edgepose.converters.onnx_io import load_onnx, type_name
+    from onnx import TensorProto
 
-        raise MissingDependencyError("building engines needs the onnx package: pip install 'edgepose[convert]'") from e
     path = Path(onnx_path)
-    if not path.is_file():
-        raise ModelFileError("ONNX model %s does not exist; make one with `edgepose convert NAME`" % path)
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as e:  # protobuf decode errors have no common base class
-        raise ModelFileError("%s is not a readable ONNX model (%s); convert or download it again" % (path, e)) from e
+    model = load_onnx(path, load_external_data=False)
     graph = model.graph
     weights = {init.name for init in graph.initializer}
     inputs = [i for i in graph.input if i.name not in weights]
@@ -93,13 +81,8 @@ def inspect_onnx(onnx_path: PathLike) -> OnnxInfo:
                              % (path, [i.name for i in inputs]))
     dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
                  for d in inputs[0].type.tensor_type.shape.dim)
-    props = {p.key: p.value for p in model.metadata_props}
-    meta_precision = None
-    if PREFIX + "precision" in props:
-        try:
-            meta_precision = str(json.loads(props[PREFIX + "precision"]))
-        except ValueError:
-            meta_precision = props[PREFIX + "precision"]
+    props = read_onnx_props(model)
+    meta_precision = prop_value(props, "precision")
     ops = {n.op_type for n in graph.node}
     fp16 = TensorProto.FLOAT16
     if ops & set(QDQ_OPS):
@@ -114,8 +97,10 @@ def inspect_onnx(onnx_path: PathLike) -> OnnxInfo:
     output = graph.output[0]
     out_dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
                      for d in output.type.tensor_type.shape.dim)
-    return OnnxInfo(inputs[0].name, dims, props, meta_precision, graph_precision,
-                    [(n.name, n.op_type) for n in graph.node], output.name, out_dims, _unsigned_qdq(graph))
+    return OnnxInfo(inputs[0].name, dims, props, None if meta_precision is None else str(meta_precision),
+                    graph_precision, [(n.name, n.op_type) for n in graph.node], output.name, out_dims,
+                    _unsigned_qdq(graph), type_name(inputs[0].type.tensor_type.elem_type),
+                    type_name(output.type.tensor_type.elem_type))
 
 
 def _unsigned_qdq(graph: Any) -> bool:
@@ -139,14 +124,6 @@ def _unsigned_qdq(graph: Any) -> bool:
         if zero is not None and (zero.data_type == TensorProto.UINT8 or numpy_helper.to_array(zero).any()):
             return True
     return False
-
-
-def file_sha256(path: PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(str(path), "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------- decisions (pure functions)
@@ -262,51 +239,13 @@ def profile_shapes(input_shape: Sequence[Optional[int]], props: Dict[str, str], 
     A dynamic H or W is taken from the ``edgepose.input_size`` metadata.
     """
     _, c, h, w = input_shape
-    if (h is None or w is None) and PREFIX + "input_size" in props:
-        h, w = (int(v) for v in json.loads(props[PREFIX + "input_size"]))
+    size = prop_value(props, "input_size")
+    if (h is None or w is None) and size is not None:
+        h, w = (int(v) for v in size)
     if c is None or h is None or w is None:
         raise InputError("the model's input shape %s leaves C, H or W open and has no edgepose.input_size "
                          "metadata; export it with fixed C/H/W" % (tuple(input_shape),))
     return tuple((int(b), int(c), int(h), int(w)) for b in (min_batch, opt_batch, max_batch))  # type: ignore
-
-
-def make_sidecar(*, engine_path: PathLike, engine_bytes: bytes, onnx_path: PathLike, onnx_sha256: str,
-                 info: OnnxInfo, plan: PrecisionPlan, trt_version: str, gpu_name: str,
-                 compute_capability: str, cuda_runtime: str, input_shape: Sequence[Optional[int]],
-                 min_batch: int, opt_batch: int, max_batch: int, workspace_mb: int,
-                 dla_core: Optional[int], gpu_fallback: bool, timing_cache: Optional[PathLike]) -> Dict[str, Any]:
-    """The JSON sidecar of an engine (see :func:`edgepose.backends.tensorrt.read_sidecar`)."""
-    metadata = dict(info.props)
-    if any(k.startswith(PREFIX) for k in metadata):  # the engine's precision, not the ONNX's
-        metadata[PREFIX + "precision"] = json.dumps(plan.precision)
-    return {
-        "format": SIDECAR_FORMAT,
-        "engine": Path(engine_path).name,
-        "engine_sha256": hashlib.sha256(engine_bytes).hexdigest(),
-        "onnx": str(Path(onnx_path).resolve()),
-        "onnx_sha256": onnx_sha256,
-        "tensorrt_version": str(trt_version),
-        "gpu_name": gpu_name,
-        "compute_capability": compute_capability,
-        "cuda_runtime": cuda_runtime,
-        "precision": plan.precision,
-        "strongly_typed": plan.strongly_typed,
-        "builder_flags": list(plan.builder_flags),
-        "input_name": info.input_name,
-        "input_shape": list(input_shape),
-        "output_name": info.output_name,
-        "output_shape": list(info.output_shape),
-        "min_batch": int(min_batch),
-        "opt_batch": int(opt_batch),
-        "max_batch": int(max_batch),
-        "workspace_mb": int(workspace_mb),
-        "dla_core": None if dla_core is None else int(dla_core),
-        "gpu_fallback": bool(gpu_fallback) if dla_core is not None else None,
-        "timing_cache": None if timing_cache is None else str(timing_cache),
-        "built_at": datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat(),
-        "edgepose_version": edgepose.__version__,
-        "metadata": metadata,
-    }
 
 
 def attach_timing_cache(config: Any, path: Path, logger: Any) -> Any:
@@ -332,7 +271,7 @@ def attach_timing_cache(config: Any, path: Path, logger: Any) -> Any:
 def write_engine(engine_path: PathLike, engine_bytes: bytes, sidecar: Dict[str, Any]) -> Path:
     """Write the engine, then its sidecar, each atomically (temp file + rename)."""
     path = atomic_write_bytes(engine_path, engine_bytes)
-    atomic_write_bytes(sidecar_path(path), (json.dumps(sidecar, indent=2, sort_keys=True) + "\n").encode())
+    write_sidecar(path, sidecar)
     return path
 
 
@@ -487,7 +426,8 @@ def build_engine(onnx_path: PathLike, engine_path: PathLike, *, max_batch: int =
     if cache is not None and timing_cache is not None:
         atomic_write_bytes(timing_cache, bytes(memoryview(config.get_timing_cache().serialize())))
     sidecar = make_sidecar(
-        engine_path=engine_path, engine_bytes=engine_bytes, onnx_path=onnx_path, onnx_sha256=file_sha256(onnx_path),
+        engine_path=engine_path, engine_bytes=engine_bytes, onnx_path=onnx_path,
+        onnx_sha256=file_hash(onnx_path, "sha256"),
         info=info, plan=plan, trt_version=trt_version, gpu_name=gpu.name, compute_capability=gpu.compute_capability,
         cuda_runtime=cuda_runtime, input_shape=input_shape, min_batch=min_batch, opt_batch=opt_batch,
         max_batch=max_batch, workspace_mb=workspace_mb, dla_core=dla_core, gpu_fallback=gpu_fallback,
@@ -496,5 +436,5 @@ def build_engine(onnx_path: PathLike, engine_path: PathLike, *, max_batch: int =
 
 
 __all__ = ["EngineBuildError", "OnnxInfo", "OnnxParseError", "PrecisionPlan", "attach_timing_cache", "build_engine",
-           "check_dla", "check_int8_target_for_engine", "import_tensorrt", "inspect_onnx", "make_sidecar",
-           "plan_precision", "tensorrt_available", "trtexec_command", "write_engine"]
+           "check_dla", "check_int8_target_for_engine", "inspect_onnx", "plan_precision", "trtexec_command",
+           "write_engine"]

@@ -15,21 +15,20 @@ dynamic batching, instances) into a Triton model configuration, in the JSON form
 ONNX models are read with the ``onnx`` package; engines through their JSON sidecar
 (``<engine>.json``, written by the TensorRT build), never with ``tensorrt``.
 """
-import json
 import os
 import re
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import edgepose
-from edgepose.backends import ENGINE_SUFFIXES
-from edgepose.errors import InputError, MissingDependencyError, ModelFileError
-from edgepose.meta import PREFIX
+from edgepose.engine_info import is_engine, read_sidecar, sidecar_path
+from edgepose.errors import InputError, ModelFileError
+from edgepose.fileio import PathLike
+from edgepose.meta import edgepose_props, prop_value, read_onnx_props
 
-PathLike = Union[str, Path]
 
 DEFAULT_MAX_BATCH = 32
 DEFAULT_PREFERRED = 8
@@ -72,7 +71,7 @@ class ModelInfo:
     @property
     def cpu_form(self) -> bool:
         """Whether this is the CPU form of an INT8 model (unsigned activations for ONNX Runtime's CPU kernels)."""
-        return self.metadata.get(PREFIX + "int8_target") == json.dumps("cpu")
+        return prop_value(self.metadata, "int8_target") == "cpu"
 
     @property
     def batchable(self) -> bool:
@@ -95,46 +94,37 @@ class Batching:
 # ---------------------------------------------------------------- reading models
 
 
-def _onnx():
-    try:
-        import onnx
-    except ImportError as e:
-        raise MissingDependencyError("reading ONNX models for Triton needs the onnx package: "
-                                     "pip install 'edgepose[convert]'") from e
-    return onnx
-
-
-def _onnx_tensor(value_info: Any, type_names: Mapping[int, str], path: Path) -> TensorInfo:
-    tensor_type = value_info.type.tensor_type
-    onnx_type = type_names.get(tensor_type.elem_type, str(tensor_type.elem_type))
+def _triton_type(onnx_type: str, tensor: str, path: Path) -> str:
+    """Triton's name of ONNX data type ``onnx_type`` (e.g. FLOAT -> FP32) of ``tensor``."""
     if onnx_type not in ONNX_TO_TRITON:
-        raise ModelFileError("%s: tensor %r has ONNX type %s, which Triton cannot carry"
-                             % (path, value_info.name, onnx_type))
+        raise ModelFileError("%s: tensor %r has ONNX type %s, which Triton cannot carry" % (path, tensor, onnx_type))
+    return ONNX_TO_TRITON[onnx_type]
+
+
+def _onnx_tensor(value_info: Any, path: Path) -> TensorInfo:
+    from edgepose.converters.onnx_io import type_name
+
+    tensor_type = value_info.type.tensor_type
     shape = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
                   for d in tensor_type.shape.dim)
-    return TensorInfo(value_info.name, ONNX_TO_TRITON[onnx_type], shape)
+    return TensorInfo(value_info.name, _triton_type(type_name(tensor_type.elem_type), value_info.name, path), shape)
 
 
 def read_onnx(path: PathLike) -> ModelInfo:
     """Inputs, outputs and edgepose metadata of an ONNX model (any model: pose or detector)."""
-    onnx = _onnx()
+    from edgepose.converters.onnx_io import load_onnx, onnx
+
     path = Path(path)
-    if not path.is_file():
-        raise ModelFileError("ONNX model %s does not exist; make one with `edgepose convert NAME`" % path)
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as e:  # protobuf decode errors share no base class
-        raise ModelFileError("%s is not a readable ONNX model (%s); convert or download it again" % (path, e)) from e
+    model = load_onnx(path, load_external_data=False)
     graph = model.graph
     if any(t.data_location == onnx.TensorProto.EXTERNAL for t in graph.initializer):
         raise ModelFileError("%s keeps its weights in external files, which a Triton repository entry does not "
                              "carry; save it as one file (onnx.save(model, path, save_as_external_data=False))"
                              % path)
-    type_names = {v: k for k, v in onnx.TensorProto.DataType.items()}
     weights = {t.name for t in graph.initializer}
-    inputs = tuple(_onnx_tensor(i, type_names, path) for i in graph.input if i.name not in weights)
-    outputs = tuple(_onnx_tensor(o, type_names, path) for o in graph.output)
-    metadata = {p.key: p.value for p in model.metadata_props if p.key.startswith(PREFIX)}
+    inputs = tuple(_onnx_tensor(i, path) for i in graph.input if i.name not in weights)
+    outputs = tuple(_onnx_tensor(o, path) for o in graph.output)
+    metadata = edgepose_props(read_onnx_props(model))
     return ModelInfo(path, ONNX_PLATFORM, inputs, outputs, metadata)
 
 
@@ -144,8 +134,6 @@ def read_engine(path: PathLike) -> ModelInfo:
     The output name and dims come from the sidecar's ``output_name``/``output_shape`` where it
     records them, else from the source ONNX it names (the engine has that ONNX's tensors).
     """
-    from edgepose.backends.tensorrt import read_sidecar, sidecar_path
-
     path = Path(path)
     if not path.is_file():
         raise ModelFileError("engine %s does not exist; build one with `edgepose convert MODEL.onnx --engine`" % path)
@@ -157,8 +145,11 @@ def read_engine(path: PathLike) -> ModelInfo:
             "ONNX model in the repository instead" % (path, sidecar_path(path).name))
     shape = tuple(None if d is None else int(d) for d in side["input_shape"])
     if "output_name" in side and "output_shape" in side:
-        inputs = (TensorInfo(str(side["input_name"]), str(side.get("input_dtype", "FP32")), shape),)
-        outputs = (TensorInfo(str(side["output_name"]), str(side.get("output_dtype", "FP32")),
+        # sidecars before edgepose recorded the data types were written for FP32 inputs and outputs
+        in_type = _triton_type(str(side.get("input_dtype", "FLOAT")), str(side["input_name"]), path)
+        out_type = _triton_type(str(side.get("output_dtype", "FLOAT")), str(side["output_name"]), path)
+        inputs = (TensorInfo(str(side["input_name"]), in_type, shape),)
+        outputs = (TensorInfo(str(side["output_name"]), out_type,
                               tuple(None if d is None else int(d) for d in side["output_shape"])),)
     else:
         source = Path(str(side.get("onnx") or ""))
@@ -169,7 +160,7 @@ def read_engine(path: PathLike) -> ModelInfo:
         onnx_info = read_onnx(source)
         inputs = tuple(TensorInfo(t.name, t.datatype, shape) for t in onnx_info.inputs)
         outputs = tuple(TensorInfo(t.name, t.datatype, (shape[0],) + t.shape[1:]) for t in onnx_info.outputs)
-    metadata = {k: v for k, v in dict(side.get("metadata") or {}).items() if k.startswith(PREFIX)}
+    metadata = edgepose_props(dict(side.get("metadata") or {}))
     max_batch = int(side["max_batch"]) if side.get("max_batch") else None
     opt_batch = int(side["opt_batch"]) if side.get("opt_batch") else None
     return ModelInfo(path, PLAN_PLATFORM, inputs, outputs, metadata, max_batch, opt_batch)
@@ -177,7 +168,7 @@ def read_engine(path: PathLike) -> ModelInfo:
 
 def read_model(path: PathLike) -> ModelInfo:
     """:func:`read_engine` for ``.engine``/``.plan``/``.trt`` files, else :func:`read_onnx`."""
-    return read_engine(path) if str(path).lower().endswith(ENGINE_SUFFIXES) else read_onnx(path)
+    return read_engine(path) if is_engine(path) else read_onnx(path)
 
 
 def triton_name(info: ModelInfo) -> str:
@@ -344,7 +335,7 @@ def plan_repository(models: Sequence[PathLike], batching: Batching = Batching())
 
 def _comment(entry: RepoEntry) -> str:
     meta = entry.info.metadata
-    what = json.loads(meta[PREFIX + "name"]) if PREFIX + "name" in meta else "a model without edgepose metadata"
+    what = prop_value(meta, "name", "a model without edgepose metadata")
     return "Written by edgepose %s from %s (%s)." % (edgepose.__version__, entry.info.path.name, what)
 
 

@@ -13,7 +13,8 @@ from typing import List, Optional, Union
 
 from edgepose.cache import cache_dir
 from edgepose.download import download as fetch
-from edgepose.download import extract_zip_member, file_hash, hash_matches
+from edgepose.download import extract_zip_member, hash_matches
+from edgepose.fileio import file_hash
 from edgepose.errors import DownloadError, InputError, ModelFileError
 
 __all__ = ["gluoncv_cache_dirs", "gluoncv_store_url", "params_file_name", "resolve_weights"]

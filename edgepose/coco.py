@@ -8,17 +8,17 @@ import contextlib
 import io
 import json
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Tuple, Union
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from edgepose.errors import InputError, MissingDependencyError
-from edgepose.fileio import read_image, read_json
+from edgepose.errors import InputError
+from edgepose.fileio import PathLike, read_image, read_json
+from edgepose.optional import require
 from edgepose.runtime import PoseResult, Runtime
 from edgepose.transforms import coco_xywh_to_xyxy
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
-PathLike = Union[str, Path]
 #: What a COCO annotation (ground-truth) file holds, for messages.
 ANNOTATIONS = 'a COCO person_keypoints annotation file (a JSON object with "images", "annotations", "categories")'
 #: What a COCO detection-results file holds, for messages.
@@ -30,12 +30,8 @@ _ANNOTATION_FIELDS = ("id", "image_id", "category_id", "bbox")
 
 
 def _pycocotools():
-    try:
-        from pycocotools.coco import COCO
-        from pycocotools.cocoeval import COCOeval
-    except ImportError as e:
-        raise MissingDependencyError("COCO evaluation needs pycocotools: pip install 'edgepose[eval]'") from e
-    return COCO, COCOeval
+    coco = require("pycocotools.coco", "eval", "COCO evaluation")
+    return coco.COCO, require("pycocotools.cocoeval", "eval", "COCO evaluation").COCOeval
 
 
 def is_ground_truth(data: object) -> bool:

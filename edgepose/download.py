@@ -5,35 +5,24 @@ raises :class:`~edgepose.errors.DownloadError` with the URL, the cause and what 
 """
 import hashlib
 import http.client
-import os
 import socket
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
 import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, Dict, Iterator, Optional, TextIO, Union
+from typing import BinaryIO, Dict, Iterator, Optional, TextIO
 
 from edgepose import __version__
 from edgepose.errors import DownloadError
+from edgepose.fileio import PathLike, atomic_output
 
-__all__ = ["download", "extract_zip_member", "file_hash", "hash_matches"]
+__all__ = ["download", "extract_zip_member", "hash_matches"]
 
-PathLike = Union[str, os.PathLike]
 _CHUNK = 1 << 16
 _MB = 1e6
-
-
-def file_hash(path: PathLike, algo: str = "sha1") -> str:
-    """Hex digest of a file, read in chunks."""
-    digest = hashlib.new(algo)
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def hash_matches(actual: str, expected: str) -> bool:
@@ -62,25 +51,16 @@ def download(
     ``hint`` is appended to every error message (e.g. how to get the file offline).
     """
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
     expected = {algo: value for algo, value in (("sha1", sha1), ("sha256", sha256)) if value}
-    fd, tmp_name = tempfile.mkstemp(dir=str(dest.parent), prefix=f".{dest.name}.", suffix=".part")
-    tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "wb") as out:
+        with atomic_output(dest, ".part") as out:
             digests = _fetch(url, out, expected, timeout, progress, hint)
-        _check_digests(f"download of {url}", digests, expected, hint)
-        os.replace(str(tmp), str(dest))
+            _check_digests(f"download of {url}", digests, expected, hint)
     except DownloadError:
-        tmp.unlink(missing_ok=True)
         raise
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise DownloadError(_message(f"could not save {url} to {dest}: {exc}", "check the "
                                      "folder is writable and the disk has space", hint)) from exc
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return dest
 
 
@@ -97,18 +77,10 @@ def extract_zip_member(
     if not member_name or parts.is_absolute() or ".." in parts.parts or ":" in member_name:
         raise DownloadError(f"refusing to extract {member_name!r} from {zip_path}: "
                             "not a plain relative path inside the archive")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=str(dest.parent), prefix=f".{dest.name}.", suffix=".part")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            digest = _copy_member(zip_path, member_name, out)
+    with atomic_output(dest, ".part") as out:
+        digest = _copy_member(zip_path, member_name, out)
         if sha1:
             _check_digests(f"{member_name} in {zip_path}", {"sha1": digest}, {"sha1": sha1}, None)
-        os.replace(str(tmp), str(dest))
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return dest
 
 

@@ -1,37 +1,59 @@
-"""Small file helpers: the files a user gives (checked, with errors naming them) and atomic writes.
+"""Small file helpers: the files a user gives (checked, with errors naming them), atomic writes, file hashes.
 
 Which file a model name means lives in :mod:`edgepose.models`."""
+import contextlib
+import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, List, Type, Union
+from typing import Any, BinaryIO, Iterator, List, Type, Union
 
 from edgepose.errors import EdgeposeError, InputError
 
-PathLike = Union[str, Path]
+#: A file or folder path: ``str`` or ``pathlib.Path`` (any ``os.PathLike``). Every module takes it from here.
+PathLike = Union[str, "os.PathLike[str]"]
 #: Suffixes of the images edgepose looks for in a folder (compared in lower case).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
-def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and an atomic rename,
-    so a reader never sees a half-written file and a failure leaves nothing behind."""
-    path = writable_file(path)
+@contextlib.contextmanager
+def atomic_output(path: PathLike, suffix: str = ".tmp") -> Iterator[BinaryIO]:
+    """A binary file to write ``path`` through: a temporary file in the same folder (``.NAME.*SUFFIX``),
+    renamed to ``path`` with the usual permissions when the block ends normally and removed when it
+    raises, so a reader never sees a half-written file and a failure leaves nothing behind."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=str(path.parent))
+    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=suffix, dir=str(path.parent))
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
-        os.replace(tmp, path)
+        os.replace(tmp, str(path))
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (:func:`atomic_output`), after checking that a file can be
+    written there (:func:`writable_file`)."""
+    path = writable_file(path)
+    with atomic_output(path) as f:
+        f.write(data)
     return path
+
+
+def file_hash(path: PathLike, algo: str = "sha1") -> str:
+    """Hex digest of a file (``algo``: a :mod:`hashlib` name), read in chunks."""
+    digest = hashlib.new(algo)
+    with open(str(path), "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def existing_file(path: PathLike, what: str, advice: str = "", error: Type[EdgeposeError] = InputError) -> Path:

@@ -1,5 +1,7 @@
-"""COCO-17 keypoint facts: names, left/right flip pairs, skeletons, OKS sigmas."""
-from typing import List, Tuple
+"""COCO-17 keypoint facts: names, left/right flip pairs, skeletons, OKS sigmas and COCO's keypoint similarity."""
+from typing import List, Sequence, Tuple, Union
+
+import numpy as np
 
 COCO_KEYPOINTS: List[str] = [
     "nose", "left_eye", "right_eye", "left_ear", "right_ear",
@@ -24,6 +26,22 @@ COCO_OKS_SIGMAS: List[float] = [
     0.026, 0.025, 0.025, 0.035, 0.035, 0.079, 0.079, 0.072, 0.072,
     0.062, 0.062, 0.107, 0.107, 0.087, 0.087, 0.089, 0.089,
 ]
+#: OKS sigma for keypoint sets other than COCO-17 (about the mean of COCO's).
+DEFAULT_OKS_SIGMA = 0.06
+
+
+def oks_sigmas(num_keypoints: int) -> np.ndarray:
+    """The OKS sigmas of ``num_keypoints`` keypoints: COCO's for COCO-17, else :data:`DEFAULT_OKS_SIGMA` each."""
+    if num_keypoints == len(COCO_KEYPOINTS):
+        return np.asarray(COCO_OKS_SIGMAS, np.float64)
+    return np.full(num_keypoints, DEFAULT_OKS_SIGMA)
+
+
+def keypoint_similarity(d2: np.ndarray, area: Union[float, np.ndarray], sigmas: Sequence[float]) -> np.ndarray:
+    """COCO's similarity of each joint, exp(-d^2 / (2 * area * (2 sigma)^2)), for squared distances ``d2``
+    (..., K) at the person scale ``area`` (broadcast against ``d2``) with per-joint ``sigmas`` (K,).
+    OKS is its mean over the joints that count."""
+    return np.exp(-np.asarray(d2, np.float64) / (2 * area * (2 * np.asarray(sigmas, np.float64)) ** 2))
 
 
 def flip_permutation(num_keypoints: int, flip_pairs: List[Tuple[int, int]]) -> List[int]:

@@ -1,17 +1,34 @@
-"""Model metadata: what a pose model says about itself.
+"""Model metadata: what a pose model says about itself, the one schema of the ``edgepose.*`` keys.
 
 The exporter writes these fields into ONNX ``metadata_props`` (and engine sidecars); the
 runtime reads them back to configure pre- and post-processing. One module does both, so
-the two sides cannot drift apart. Every value is stored JSON-encoded under ``edgepose.<field>``.
+the two sides cannot drift apart. Every value is stored JSON-encoded under ``edgepose.<field>``:
+the fields of :class:`ModelMeta`, and the INT8 keys ``KEY_INT8_*`` written beside them.
+
+:func:`read_onnx_props`, :func:`write_onnx_props` and :func:`update_onnx_props` work on an onnx
+``ModelProto`` without importing onnx; :func:`onnx_metadata_props` reads the props of an ONNX file
+without the onnx package at all.
 """
+import io
 import json
+import os
 from dataclasses import asdict, dataclass, field, fields
-from typing import Dict, List, Mapping, Tuple
+from typing import Any, BinaryIO, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from edgepose.errors import ModelFileError
+from edgepose.fileio import PathLike
 from edgepose.keypoints import COCO_FLIP_PAIRS, COCO_KEYPOINTS
 
 PREFIX = "edgepose."
+#: Values of ``edgepose.precision``.
+PRECISIONS = ("fp32", "fp16", "int8")
+#: Values of ``edgepose.int8_target``: Q/DQ INT8 for TensorRT, or ONNX Runtime's fastest CPU form.
+TARGETS = ("tensorrt", "cpu")
+#: Keys written beside ModelMeta's fields (``ModelMeta.from_props`` ignores them).
+KEY_INT8_TARGET = PREFIX + "int8_target"  # one of TARGETS
+KEY_INT8_CALIBRATION = PREFIX + "int8_calibration"  # {"method", "crops", provenance ...}
+KEY_INT8_AGREEMENT = PREFIX + "int8_agreement"  # the accuracy gate's figures
+_ONNX_METADATA_FIELD = 14  # ModelProto.metadata_props
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 #: The two crop/decode conventions of the zoo (reference §4.2/§5.3a and §4.4/§5.3c).
@@ -91,3 +108,93 @@ class ModelMeta:
         return any(k.startswith(PREFIX) for k in props)
 
 
+
+
+def edgepose_props(props: Mapping[str, str]) -> Dict[str, str]:
+    """The ``edgepose.*`` entries of ``props``."""
+    return {k: v for k, v in props.items() if str(k).startswith(PREFIX)}
+
+
+def encode_prop(name: str, value: Any) -> Dict[str, str]:
+    """``{"edgepose.<name>": JSON of value}``, one entry of the props."""
+    return {PREFIX + name: json.dumps(value)}
+
+
+def prop_value(props: Mapping[str, str], name: str, default: Any = None) -> Any:
+    """The JSON value of ``edgepose.<name>`` in ``props``; ``default`` when it is absent or not JSON."""
+    try:
+        return json.loads(props[PREFIX + name])
+    except (KeyError, ValueError):
+        return default
+
+
+def read_onnx_props(model: Any) -> Dict[str, str]:
+    """The ``metadata_props`` of an onnx ``ModelProto`` as a dict."""
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def write_onnx_props(model: Any, props: Mapping[str, str]) -> None:
+    """Replace the ``metadata_props`` of an onnx ``ModelProto`` with ``props``."""
+    del model.metadata_props[:]
+    for key, value in props.items():
+        model.metadata_props.add(key=key, value=value)
+
+
+def update_onnx_props(model: Any, props: Mapping[str, str]) -> None:
+    """Add or replace ``props`` in the ``metadata_props`` of an onnx ``ModelProto``, keeping the others."""
+    merged = read_onnx_props(model)
+    merged.update(props)
+    write_onnx_props(model, merged)
+
+
+def onnx_metadata_props(path: PathLike) -> Dict[str, str]:
+    """The ``metadata_props`` of an ONNX file, read without the onnx package.
+
+    Only the top-level protobuf fields of the ModelProto are walked and the graph is skipped by
+    its length, so this reads a few hundred bytes of a model of any size. A file that is not a
+    protobuf raises ValueError.
+    """
+    props: Dict[str, str] = {}
+    with open(str(path), "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        for _, value in _fields(f, size, keep=(_ONNX_METADATA_FIELD,)):
+            entry = dict(_fields(io.BytesIO(value), len(value), keep=(1, 2)))
+            props[entry.get(1, b"").decode("utf-8")] = entry.get(2, b"").decode("utf-8")
+    return props
+
+
+def _varint(f: BinaryIO) -> Optional[int]:
+    value = shift = 0
+    while True:
+        byte = f.read(1)
+        if not byte:
+            if shift:
+                raise ValueError("truncated protobuf varint")
+            return None
+        value |= (byte[0] & 0x7F) << shift
+        if byte[0] < 0x80:
+            return value
+        shift += 7
+        if shift > 63:
+            raise ValueError("protobuf varint too long")
+
+
+def _fields(f: BinaryIO, size: int, keep: Tuple[int, ...]) -> Iterable[Tuple[int, bytes]]:
+    """(field number, bytes) of the length-delimited fields in ``keep``; everything else is skipped."""
+    while True:
+        key = _varint(f)
+        if key is None:
+            return
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            _varint(f)
+            continue
+        length = {1: 8, 5: 4}.get(wire)
+        if wire == 2:
+            length = _varint(f)
+        if length is None or f.tell() + length > size:
+            raise ValueError("not a protobuf message (wire type %d at byte %d)" % (wire, f.tell()))
+        if wire == 2 and number in keep:
+            yield number, f.read(length)
+        else:
+            f.seek(length, 1)

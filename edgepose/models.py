@@ -18,26 +18,21 @@ conversions. Unless ``precision``/``target`` narrow them, the one used is the fi
 4. the newest file.
 """
 import datetime
-import io
-import json
 import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Dict, Iterable, List, Optional, Tuple, Union
+from typing import Dict, Iterable, List, Optional, Tuple
 
-from edgepose.backends import ENGINE_SUFFIXES
 from edgepose.cache import cache_dir
+from edgepose.engine_info import ENGINE_SUFFIXES, is_engine, read_sidecar, sidecar_path
 from edgepose.errors import InputError, ModelFileError, did_you_mean
-from edgepose.meta import PREFIX
+from edgepose.fileio import PathLike
+from edgepose.meta import PRECISIONS, TARGETS, encode_prop, onnx_metadata_props, prop_value
 
-PathLike = Union[str, Path]
-PRECISIONS = ("fp32", "fp16", "int8")
-TARGETS = ("tensorrt", "cpu")
 MODEL_SUFFIXES = (".onnx",) + ENGINE_SUFFIXES
 #: name tags convert writes (converters/convert.py variant_name), longest first
 _PRECISION_TAGS = (("-int8-cpu", "int8", "cpu"), ("-int8", "int8", "tensorrt"), ("-fp16", "fp16", None))
-_ONNX_METADATA_FIELD = 14  # ModelProto.metadata_props
 
 
 @dataclass(frozen=True)
@@ -60,11 +55,11 @@ class Conversion:
         path = Path(path)
         name, precision, target, random_weights = parse_file_name(path.name)
         props = _file_props(path)
-        precision = str(_prop(props, "precision", precision))
-        target = str(_prop(props, "int8_target", target)) if precision == "int8" else None
-        weights_sha1 = str(_prop(props, "weights_sha1", "random" if random_weights else "unknown"))
+        precision = str(prop_value(props, "precision", precision))
+        target = str(prop_value(props, "int8_target", target)) if precision == "int8" else None
+        weights_sha1 = str(prop_value(props, "weights_sha1", "random" if random_weights else "unknown"))
         stat = path.stat()
-        return cls(path, name, precision, target, weights_sha1, path.name.lower().endswith(ENGINE_SUFFIXES),
+        return cls(path, name, precision, target, weights_sha1, is_engine(path),
                    stat.st_size, stat.st_mtime)
 
     @property
@@ -237,8 +232,6 @@ def random_weights_message(model: str) -> str:
 
 def remove(conversion: Conversion) -> List[Path]:
     """Delete a conversion (and an engine's sidecar); returns the files removed."""
-    from edgepose.backends.tensorrt import sidecar_path
-
     removed = []
     for path in [conversion.path] + ([sidecar_path(conversion.path)] if conversion.engine else []):
         if path.is_file():
@@ -258,79 +251,17 @@ def _matching(conversion: Conversion, precision: Optional[str], target: Optional
 def _file_props(path: Path) -> Dict[str, str]:
     """The ``edgepose.*`` metadata of a model file; empty where it has none or cannot be read."""
     try:
-        if path.name.lower().endswith(ENGINE_SUFFIXES):
-            from edgepose.backends.tensorrt import read_sidecar
-
+        if is_engine(path):
             side = read_sidecar(path) or {}
             props = dict(side.get("metadata") or {})
             if side.get("precision"):
-                props[PREFIX + "precision"] = json.dumps(side["precision"])
+                props.update(encode_prop("precision", side["precision"]))
             return props
         return onnx_metadata_props(path)
     except (OSError, ValueError, AttributeError, TypeError):  # a broken file: its name is all we have
         return {}
 
 
-def _prop(props: Dict[str, str], key: str, default: object) -> object:
-    try:
-        return json.loads(props[PREFIX + key])
-    except (KeyError, ValueError):
-        return default
-
-
-def onnx_metadata_props(path: PathLike) -> Dict[str, str]:
-    """The ``metadata_props`` of an ONNX file, read without the onnx package.
-
-    Only the top-level protobuf fields of the ModelProto are walked and the graph is skipped by
-    its length, so this reads a few hundred bytes of a model of any size. A file that is not a
-    protobuf raises ValueError.
-    """
-    props: Dict[str, str] = {}
-    with open(str(path), "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        for field, value in _fields(f, size, keep=(_ONNX_METADATA_FIELD,)):
-            entry = dict(_fields(io.BytesIO(value), len(value), keep=(1, 2)))
-            props[entry.get(1, b"").decode("utf-8")] = entry.get(2, b"").decode("utf-8")
-    return props
-
-
-def _varint(f: BinaryIO) -> Optional[int]:
-    value = shift = 0
-    while True:
-        byte = f.read(1)
-        if not byte:
-            if shift:
-                raise ValueError("truncated protobuf varint")
-            return None
-        value |= (byte[0] & 0x7F) << shift
-        if byte[0] < 0x80:
-            return value
-        shift += 7
-        if shift > 63:
-            raise ValueError("protobuf varint too long")
-
-
-def _fields(f: BinaryIO, size: int, keep: Tuple[int, ...]) -> Iterable[Tuple[int, bytes]]:
-    """(field number, bytes) of the length-delimited fields in ``keep``; everything else is skipped."""
-    while True:
-        key = _varint(f)
-        if key is None:
-            return
-        field, wire = key >> 3, key & 7
-        if wire == 0:
-            _varint(f)
-            continue
-        length = {1: 8, 5: 4}.get(wire)
-        if wire == 2:
-            length = _varint(f)
-        if length is None or f.tell() + length > size:
-            raise ValueError("not a protobuf message (wire type %d at byte %d)" % (wire, f.tell()))
-        if wire == 2 and field in keep:
-            yield field, f.read(length)
-        else:
-            f.seek(length, 1)
-
-
 __all__ = ["Conversion", "MODEL_SUFFIXES", "PRECISIONS", "TARGETS", "check_choice", "find_model",
-           "list_conversions", "onnx_metadata_props", "parse_file_name", "preference", "random_weights_message",
+           "list_conversions", "parse_file_name", "preference", "random_weights_message",
            "remove", "resolve_model", "select", "warn_if_random", "zoo_name"]

@@ -112,10 +112,7 @@ class Runtime:
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """Heatmaps (N, K, h, w) for a normalised (N, 3, H, W) batch, chunked to :attr:`max_batch`."""
-        step = self.backend.max_batch or len(batch)
-        if len(batch) <= step:
-            return self.backend.run(batch)
-        return np.concatenate([self.backend.run(batch[i:i + step]) for i in range(0, len(batch), step)])
+        return self.backend.run_chunked(batch)
 
     def estimate(self, image: np.ndarray, boxes: np.ndarray, flip: bool = False,
                  rgb: bool = False, timings: Optional[Dict[str, float]] = None) -> PoseResult:

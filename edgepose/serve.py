@@ -15,25 +15,27 @@ has loaded the model into it. :meth:`PoseServer.start` therefore returns only on
 answered one real request, and probes (Kubernetes, scripts) should ask the model's own endpoint,
 ``GET /v2/models/NAME/ready`` (:attr:`PoseServer.ready_url`), which says 200 only for a loaded model.
 """
+import importlib
 import os
 import signal
 import socket
 import threading
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from edgepose.backends import ENGINE_SUFFIXES
 from edgepose.backends.onnxruntime import OnnxRuntimeBackend
 from edgepose.backends.triton import TritonBackend, TritonServerError
 from edgepose.converters.triton_repo import (
     DEFAULT_MAX_BATCH, DEFAULT_QUEUE_DELAY_US, Batching, check_name, model_config, read_onnx, triton_name,
 )
+from edgepose.engine_info import is_engine
 from edgepose.errors import InputError, MissingDependencyError
+from edgepose.fileio import PathLike
 from edgepose.models import resolve_model
+from edgepose.optional import require
 
-PathLike = Union[str, Path]
 ALL_INTERFACES = ("", "0.0.0.0", "::")
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 #: Seconds :meth:`PoseServer.start` gives the model, once tritonserver runs, to load and answer.
@@ -41,14 +43,10 @@ READY_TIMEOUT_S = 120.0
 
 
 def _pytriton() -> Any:
-    try:
-        import pytriton.triton
-    except ImportError as e:
-        raise MissingDependencyError(
-            "edgepose serve needs PyTriton, which ships the Triton server (%s): pip install 'edgepose[serve]'. "
-            "Its Python backend loads the system's libpython, so make the venv from the system Python "
-            "(e.g. /usr/bin/python3.11 -m venv), not from pyenv or conda" % e) from e
-    return pytriton
+    require("pytriton.triton", "serve", "edgepose serve (PyTriton, which ships the Triton server)",
+            "PyTriton's Python backend loads the system's libpython, so make the venv from the system Python "
+            "(e.g. /usr/bin/python3.11 -m venv), not from pyenv or conda")
+    return importlib.import_module("pytriton")
 
 
 def check_port_free(host: str, port: int, what: str) -> None:
@@ -112,7 +110,7 @@ class PoseServer:
                  log_file: Optional[PathLike] = None) -> None:
         _pytriton()
         path = resolve_model(model)
-        if path.lower().endswith(ENGINE_SUFFIXES) or "://" in path:
+        if is_engine(path) or "://" in path:
             raise InputError("edgepose serve runs ONNX models with ONNX Runtime; %s is not one. For a TensorRT "
                              "engine, write a repository with `edgepose export-triton` and run Triton's container "
                              "on it" % path)

@@ -13,7 +13,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from edgepose.errors import InputError
-from edgepose.keypoints import COCO_OKS_SIGMAS
+from edgepose.keypoints import COCO_OKS_SIGMAS, keypoint_similarity
 from edgepose.runtime import PoseResult
 
 
@@ -40,12 +40,11 @@ def keypoint_oks(a: np.ndarray, a_valid: np.ndarray, b: np.ndarray, b_valid: np.
     """
     a = np.asarray(a, np.float64)
     b = np.asarray(b, np.float64)
-    var = (2 * np.asarray(sigmas, np.float64)) ** 2
     d2 = ((a[:, None] - b[None]) ** 2).sum(axis=-1)  # (N, M, K)
-    scale = 2 * np.maximum(np.asarray(areas, np.float64), 1.0)[:, None, None] * var
+    similarity = keypoint_similarity(d2, np.maximum(np.asarray(areas, np.float64), 1.0)[:, None, None], sigmas)
     both = np.asarray(a_valid, bool)[:, None] & np.asarray(b_valid, bool)[None]
     count = both.sum(axis=-1)
-    total = np.where(both, np.exp(-d2 / scale), 0).sum(axis=-1)
+    total = np.where(both, similarity, 0).sum(axis=-1)
     return np.divide(total, count, out=np.zeros(count.shape), where=count > 0)
 
 

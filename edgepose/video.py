@@ -25,8 +25,8 @@ import cv2
 import numpy as np
 
 from edgepose.errors import EdgeposeError, InputError
+from edgepose.fileio import PathLike
 
-PathLike = Union[str, "os.PathLike[str]"]
 
 CAMERA, FILE, URL, GSTREAMER = "camera", "file", "url", "gstreamer"
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")

@@ -189,7 +189,7 @@ def legacy_file(name: str) -> Dict[str, Path]:
     files = {"legacy": FOLDER / (name + ".onnx"), "expected": FOLDER / (name + "-expected.npz")}
 
     def make() -> Dict[str, np.ndarray]:
-        from edgepose.converters.export import save_onnx
+        from edgepose.converters.onnx_io import save_onnx
 
         save_onnx(build(name)[0], files["legacy"])
         x = sample_input(2)
@@ -209,7 +209,7 @@ def normalised_files(name: str = "mxnet") -> Dict[str, Path]:
     def make() -> Dict[str, np.ndarray]:
         import onnx
 
-        from edgepose.converters.export import save_onnx
+        from edgepose.converters.onnx_io import save_onnx
         from edgepose.converters.fp16 import to_fp16
         from edgepose.converters.normalize import normalize_foreign
         from edgepose.converters.precision import make_int8

@@ -53,7 +53,8 @@ def fake_engine(folder: Path, onnx_path: Path, *, name: Optional[str] = None, pr
     """An engine file (``name``, default ONNX stem + .engine) in ``folder`` with the sidecar the TensorRT
     build writes (made by its own function, for TensorRT 8.6.1 on a V100, batches 1/4/16); the plan
     bytes are opaque to everything that runs without TensorRT, which only copies or lists them."""
-    from edgepose.converters.tensorrt_build import inspect_onnx, make_sidecar, plan_precision, write_engine
+    from edgepose.converters.tensorrt_build import inspect_onnx, plan_precision, write_engine
+    from edgepose.engine_info import make_sidecar
 
     info = inspect_onnx(onnx_path)
     engine = folder / (name or Path(onnx_path).stem + ".engine")

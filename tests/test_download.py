@@ -1,6 +1,8 @@
 """edgepose.cache and edgepose.download against a real HTTP server on 127.0.0.1 (conftest's ``server``)."""
 import hashlib
 import io
+import os
+import stat
 import sys
 import time
 from pathlib import Path
@@ -10,8 +12,9 @@ from loopback import LocalServer, send_stalled, send_truncated
 from support import leftovers, write_zip
 
 from edgepose.cache import cache_dir
-from edgepose.download import download, extract_zip_member, file_hash, hash_matches
+from edgepose.download import download, extract_zip_member, hash_matches
 from edgepose.errors import DownloadError, InputError
+from edgepose.fileio import file_hash
 
 
 class TtyBuffer(io.StringIO):
@@ -66,6 +69,13 @@ def test_file_hash_and_prefix_match(tmp_path: Path) -> None:
     assert not hash_matches(PAYLOAD_SHA1, "0" * 8 if PAYLOAD_SHA1[0] != "0" else "1" * 8)
 
 
+def assert_usual_permissions(path: Path) -> None:
+    """A downloaded file has the permissions of any new file (0666 less the umask), not mkstemp's 0600."""
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+
+
 # --- download --------------------------------------------------------------------------------
 
 def test_download_checks_hashes_and_places_file(payload_url: str, tmp_path: Path) -> None:
@@ -74,6 +84,7 @@ def test_download_checks_hashes_and_places_file(payload_url: str, tmp_path: Path
                    progress=False)
     assert got == dest and dest.read_bytes() == PAYLOAD
     assert leftovers(dest.parent) == ["data.bin"]
+    assert_usual_permissions(dest)
 
 
 def test_download_checksum_mismatch_leaves_nothing(payload_url: str, tmp_path: Path) -> None:
@@ -152,6 +163,7 @@ def test_extract_member_atomically(tmp_path: Path) -> None:
     dest = tmp_path / "out" / "w.params"
     assert extract_zip_member(archive, "w.params", dest, sha1=PAYLOAD_SHA1) == dest
     assert dest.read_bytes() == PAYLOAD and leftovers(dest.parent) == ["w.params"]
+    assert_usual_permissions(dest)
 
 
 def test_extract_member_hash_mismatch_leaves_nothing(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, numpy_helper
 
-from edgepose.converters.export import save_onnx
+from edgepose.converters.onnx_io import save_onnx
 from edgepose.converters.fp16 import to_fp16
 from edgepose.decode import decode
 from edgepose.meta import ModelMeta

@@ -11,10 +11,10 @@ onnx = pytest.importorskip("onnx")
 from edgepose.converters.gate import (  # noqa: E402
     AREA_RATIO, CONFIDENT_SCORE, CROP_GROWTH, FP32_JOINT_OKS, GATE_MAX_OKS_LOSS, GATE_MIN_PERSONS, VISIBLE_SCORE,
     AccuracyGateError, agreement, crop_keypoints, decide, estimate_loss, oks_agreement, oks_loss, t95)
-from edgepose.converters.precision import KEY_AGREEMENT, fp16_path_for, make_int8  # noqa: E402
+from edgepose.converters.precision import fp16_path_for, make_int8  # noqa: E402
 from edgepose.errors import ModelFileError  # noqa: E402
 from edgepose.keypoints import COCO_OKS_SIGMAS  # noqa: E402
-from edgepose.meta import ModelMeta  # noqa: E402
+from edgepose.meta import KEY_INT8_AGREEMENT, ModelMeta  # noqa: E402
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 from support import DATA, random_model  # noqa: E402
 
@@ -190,7 +190,7 @@ def test_the_default_rule_keeps_a_near_lossless_int8(fp32, tmp_path):
     assert est.counted == 12 and est.joints == 12 * 17 and est.upper <= GATE_MAX_OKS_LOSS
     assert "5-fold cross-validation over all 12 persons" in report.scheme
     props = {p.key: p.value for p in onnx.load(str(report.path)).metadata_props}
-    figures = json.loads(props[KEY_AGREEMENT])
+    figures = json.loads(props[KEY_INT8_AGREEMENT])
     assert figures["passed"] and figures["persons_counted"] == 12 and figures["tolerance"] == GATE_MAX_OKS_LOSS
     assert figures["oks_loss_upper"] == pytest.approx(est.upper, abs=1e-5)
     text = "\n".join(report.lines())
@@ -231,7 +231,7 @@ def test_force_keeps_int8_with_its_figures(fp32, tmp_path):
     report = make_int8(flat, tmp_path / "m-int8.onnx", calib_source=COCO_FILE, force=True, progress=False)
     assert report.precision == "int8" and report.forced and not report.fell_back and "--force" in report.reason
     props = {p.key: p.value for p in onnx.load(str(report.path)).metadata_props}
-    figures = json.loads(props[KEY_AGREEMENT])
+    figures = json.loads(props[KEY_INT8_AGREEMENT])
     assert figures["forced"] and not figures["passed"] and figures["held_out_persons"] == 12
     assert figures["oks_loss"] is None and figures["persons_counted"] == 0
     assert figures["mean_oks"] == pytest.approx(report.agreement.mean_oks, abs=1e-5)

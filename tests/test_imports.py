@@ -45,3 +45,19 @@ def test_import_edgepose_is_light():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+def test_optional_import_names_the_extra_that_installs_it():
+    import pytest
+
+    from edgepose.errors import MissingDependencyError
+    from edgepose.optional import require
+
+    assert require("json", "convert") is __import__("json")
+    with pytest.raises(MissingDependencyError) as info:
+        require("edgepose_absent_package.sub", "convert", "building models", "or use a prebuilt model")
+    text = str(info.value)
+    assert text.startswith("building models needs the Python package 'edgepose_absent_package' (")
+    assert text.endswith("install it with `pip install 'edgepose[convert]'`. Or use a prebuilt model")
+    with pytest.raises(ImportError, match="pip install edgepose_absent_package"):  # no extra: the package itself
+        require("edgepose_absent_package", "")

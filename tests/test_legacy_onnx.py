@@ -40,7 +40,7 @@ def fix_named(path) -> str:
 @pytest.mark.parametrize("name", sorted(legacy.CORPUS))
 def test_normalised_legacy_model_matches_the_oracle(name, tmp_path):
     onnx = pytest.importorskip("onnx")
-    from edgepose.converters.export import save_onnx
+    from edgepose.converters.onnx_io import save_onnx
     from edgepose.converters.graph import ALLOWED_OPS, OPSET
     from edgepose.converters.normalize import normalize_foreign
 

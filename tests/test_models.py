@@ -13,7 +13,8 @@ from support import DATA, SHARED, fake_engine, random_model
 from support import run_edgepose as edgepose
 
 from edgepose.errors import InputError, ModelFileError
-from edgepose.models import Conversion, find_model, list_conversions, onnx_metadata_props, parse_file_name
+from edgepose.meta import onnx_metadata_props
+from edgepose.models import Conversion, find_model, list_conversions, parse_file_name
 from edgepose.runtime import Runtime
 
 NAME = "mobile_pose_mobilenetv3_small"
@@ -25,7 +26,8 @@ def variants(tmp_path_factory):
     """Real conversions of NAME, each what its metadata says: FP32, FP16 and INT8 (both forms) from a
     weights file (GluonCV's parity fixture), and FP32 and CPU-form INT8 with random weights."""
     onnx = pytest.importorskip("onnx")
-    from edgepose.converters.export import export_zoo_model, save_onnx
+    from edgepose.converters.export import export_zoo_model
+    from edgepose.converters.onnx_io import save_onnx
     from edgepose.converters.fp16 import to_fp16
     from edgepose.converters.quantize import quantize_int8
     from edgepose.converters.zoo import get_entry

@@ -10,7 +10,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edgepose.converters.export import save_onnx
+from edgepose.converters.onnx_io import save_onnx
 from edgepose.converters.graph import OPSET
 from edgepose.converters.normalize import fold_batchnorm, normalize_foreign
 from edgepose.errors import ModelFileError

@@ -13,10 +13,10 @@ from edgepose.converters.export import build_onnx, load_weights_file  # noqa: E4
 from edgepose.converters.gate import compare_heatmaps, sqnr_db  # noqa: E402
 from edgepose.converters.graph import ALLOWED_OPS  # noqa: E402
 from edgepose.converters.quantize import (  # noqa: E402
-    KEY_CALIBRATION, KEY_TARGET, final_heatmap_node, prepare_graph, quantize_int8, quantize_model)
+    final_heatmap_node, prepare_graph, quantize_int8, quantize_model)
 from edgepose.converters.zoo import get_entry  # noqa: E402
 from edgepose.errors import InputError, ModelFileError  # noqa: E402
-from edgepose.meta import ModelMeta  # noqa: E402
+from edgepose.meta import KEY_INT8_CALIBRATION, KEY_INT8_TARGET, ModelMeta  # noqa: E402
 from support import SHARED, random_model  # noqa: E402
 
 FIXTURES = SHARED / "parity" / "fixtures"
@@ -129,8 +129,8 @@ def test_tensorrt_form(small_path, tmp_path):
     assert {n.op_type for n in model.graph.node} <= ALLOWED_OPS | {"Slice", "QuantizeLinear", "DequantizeLinear"}
     props = {p.key: p.value for p in model.metadata_props}
     assert ModelMeta.from_props(props).precision == "int8"
-    assert json.loads(props[KEY_TARGET]) == "tensorrt"
-    assert json.loads(props[KEY_CALIBRATION]) == {"method": "minmax", "crops": 16, "source": "test"}
+    assert json.loads(props[KEY_INT8_TARGET]) == "tensorrt"
+    assert json.loads(props[KEY_INT8_CALIBRATION]) == {"method": "minmax", "crops": 16, "source": "test"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["small-int8.onnx"]  # no temporary files left
 
 

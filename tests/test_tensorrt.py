@@ -22,13 +22,15 @@ import pytest
 
 import edgepose.backends.tensorrt as trt_backend
 import edgepose.cuda as ecuda
-from edgepose.backends.tensorrt import (
-    SIDECAR_FORMAT, TensorRTBackend, check_engine_compatible, format_trtexec_command, import_tensorrt,
-    read_sidecar, rebuild_hint, sidecar_path, version_tuple,
-)
+from edgepose.backends.tensorrt import TensorRTBackend
 from edgepose.converters import tensorrt_build as tb
 from edgepose.cuda import CtypesCuda, Cuda, CudaError, DeviceBuffer, DeviceInfo, PinnedBuffer, Stream
+from edgepose.engine_info import (
+    SIDECAR_FORMAT, check_engine_compatible, format_trtexec_command, import_tensorrt, make_sidecar, read_sidecar,
+    rebuild_hint, sidecar_path, tensorrt_available, version_tuple,
+)
 from edgepose.errors import EdgeposeError, InputError, MissingDependencyError, ModelFileError
+from edgepose.fileio import file_hash
 from edgepose.meta import ModelMeta
 from support import DATA, require_shared
 
@@ -110,7 +112,7 @@ def test_backend_without_tensorrt_raises_missing_dependency(monkeypatch, tmp_pat
     text = str(info.value)
     assert "tensorrt" in text and "JetPack" in text and "pip install tensorrt" in text
     assert "onnxruntime" in text  # the way out without TensorRT
-    assert not tb.tensorrt_available()
+    assert not tensorrt_available()
     with pytest.raises(MissingDependencyError):
         tb.build_engine(tmp_path / "x.onnx", tmp_path / "x.engine")
 
@@ -474,21 +476,23 @@ def test_read_sidecar(tmp_path: Path):
 def test_make_sidecar(model: Path, tmp_path: Path):
     info = tb.inspect_onnx(model)
     plan = tb.PrecisionPlan("fp16", False, ("FP16",))
-    side = tb.make_sidecar(
-        engine_path=tmp_path / "tiny.engine", engine_bytes=b"abc", onnx_path=model, onnx_sha256=tb.file_sha256(model),
-        info=info, plan=plan, trt_version="8.6.1", gpu_name="Orin", compute_capability="8.7", cuda_runtime="11.4",
+    side = make_sidecar(
+        engine_path=tmp_path / "tiny.engine", engine_bytes=b"abc", onnx_path=model,
+        onnx_sha256=file_hash(model, "sha256"), info=info, plan=plan, trt_version="8.6.1", gpu_name="Orin",
+        compute_capability="8.7", cuda_runtime="11.4",
         input_shape=(None, 3, H, W), min_batch=1, opt_batch=8, max_batch=32, workspace_mb=1024, dla_core=None,
         gpu_fallback=True, timing_cache=None)
     assert side["format"] == SIDECAR_FORMAT and side["engine"] == "tiny.engine"
     assert side["engine_sha256"] == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-    assert side["onnx_sha256"] == tb.file_sha256(model) and len(side["onnx_sha256"]) == 64
+    assert side["onnx_sha256"] == file_hash(model, "sha256") and len(side["onnx_sha256"]) == 64
     assert side["input_shape"] == [None, 3, H, W] and side["gpu_fallback"] is None
+    assert side["input_dtype"] == side["output_dtype"] == "FLOAT"  # ONNX type names, read by triton_repo
     assert json.loads(side["metadata"]["edgepose.precision"]) == "fp16"  # the engine's, not the ONNX's
     assert ModelMeta.from_props(side["metadata"]).keypoints == ["a", "b"]
     assert side["built_at"].endswith("+00:00")
     json.dumps(side)  # serialisable
     bare = tb.inspect_onnx(tiny_onnx(tmp_path / "bare.onnx", metadata=False))
-    side = tb.make_sidecar(
+    side = make_sidecar(
         engine_path="e", engine_bytes=b"", onnx_path=model, onnx_sha256="", info=bare, plan=plan, trt_version="8.6",
         gpu_name="x", compute_capability="8.7", cuda_runtime="", input_shape=(None, 3, H, W), min_batch=1,
         opt_batch=1, max_batch=1, workspace_mb=1, dla_core=0, gpu_fallback=False, timing_cache="t")
@@ -954,7 +958,7 @@ def test_build_engine_with_fake_tensorrt(use_fake, tmp_path: Path, version, flag
     assert side["compute_capability"] == "8.7" and side["cuda_runtime"] == "12.2"
     assert (side["min_batch"], side["opt_batch"], side["max_batch"]) == (1, 4, 16)
     assert side["strongly_typed"] == (not legacy) and side["precision"] == ("fp16" if legacy else "fp32")
-    assert side["onnx_sha256"] == tb.file_sha256(onnx_path)
+    assert side["onnx_sha256"] == file_hash(onnx_path, "sha256")
     assert ModelMeta.from_props(side["metadata"]).name == "tiny"
     # a second build reuses the timing cache
     tb.build_engine(onnx_path, tmp_path / "tiny.engine", timing_cache=cache)
@@ -1128,7 +1132,7 @@ def fake_engine(folder: Path, trt_version: str, gpu: str = "Fake GPU", cc: str =
     data = b"FAKEENGINE" + json.dumps(spec).encode()
     props = ModelMeta(name="tiny", input_size=(H, W), keypoints=["a", "b"], flip_pairs=[], heatmap_stride=2).to_props()
     info = tb.OnnxInfo("input", (None, 3, H, W), props, "fp32", "fp32", [("head_conv", "Conv")])
-    side = tb.make_sidecar(
+    side = make_sidecar(
         engine_path=folder / "tiny.engine", engine_bytes=data, onnx_path=folder / "tiny.onnx", onnx_sha256="0" * 64,
         info=info, plan=tb.PrecisionPlan("fp32", True, ()), trt_version=trt_version, gpu_name=gpu,
         compute_capability=cc, cuda_runtime="12.2", input_shape=(None, 3, H, W), min_batch=min_batch,

@@ -7,6 +7,7 @@ import importlib
 from typing import Any
 
 from edgepose.backends.base import Backend
+from edgepose.engine_info import is_engine
 from edgepose.errors import InputError
 
 #: backend name -> "module:class"
@@ -15,14 +16,13 @@ BACKENDS = {
     "tensorrt": "edgepose.backends.tensorrt:TensorRTBackend",
     "triton": "edgepose.backends.triton:TritonBackend",
 }
-ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 
 
 def backend_for(model: str) -> str:
     """The backend ``backend="auto"`` picks for a model path or URL."""
     if "://" in model:
         return model.split("://", 1)[0]
-    if model.lower().endswith(ENGINE_SUFFIXES):
+    if is_engine(model):
         return "tensorrt"
     return "onnxruntime"
 

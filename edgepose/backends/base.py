@@ -60,6 +60,14 @@ class Backend:
             raise InputError("batch of %d exceeds the model's limit of %d" % (batch.shape[0], self.max_batch))
         return self._run(np.ascontiguousarray(batch))
 
+    def run_chunked(self, batch: np.ndarray, step: Optional[int] = None) -> np.ndarray:
+        """Heatmaps for a batch of any size, run in calls of at most ``step`` crops and :attr:`max_batch`."""
+        limits = [s for s in (step, self.max_batch) if s]
+        step = min(limits) if limits else len(batch)
+        if len(batch) <= step:
+            return self.run(batch)
+        return np.concatenate([self.run(batch[i:i + step]) for i in range(0, len(batch), step)])
+
     def _run(self, batch: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 

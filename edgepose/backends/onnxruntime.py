@@ -5,21 +5,16 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from edgepose.backends.base import Backend, to_shape
-from edgepose.errors import MissingDependencyError, ModelFileError
+from edgepose.errors import ModelFileError
 from edgepose.fileio import existing_file
+from edgepose.optional import require
 
 #: Preferred order when the installed onnxruntime offers them.
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
 
 def _ort():
-    try:
-        import onnxruntime
-    except ImportError as e:
-        raise MissingDependencyError(
-            "the onnxruntime backend needs the package onnxruntime (or onnxruntime-gpu on NVIDIA "
-            "devices): pip install onnxruntime") from e
-    return onnxruntime
+    return require("onnxruntime", "", "the onnxruntime backend", "on NVIDIA devices, onnxruntime-gpu instead")
 
 
 def _ort_errors(ort) -> Tuple[type, ...]:

@@ -7,84 +7,35 @@ grow to the largest batch seen and are then reused.
 An engine runs only with the TensorRT version and the GPU model that built it. The build writes a
 JSON sidecar next to the engine (``pose.engine.json``) recording both, the model's edgepose
 metadata and the shapes it was built for; this backend refuses an engine whose sidecar names
-another TensorRT or GPU, and says how to rebuild it. Without a sidecar it warns and tries.
+another TensorRT or GPU, and says how to rebuild it. Without a sidecar it warns and tries. The sidecar,
+the TensorRT versions and the compatibility rule live in :mod:`edgepose.engine_info`.
 
 Nothing here imports ``tensorrt`` at module import time.
 """
-import hashlib
-import json
 import logging
-import re
-import shlex
 import warnings
 from collections import deque
 from pathlib import Path
-from typing import Any, Deque, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Deque, Dict, Optional, Tuple
 
 import numpy as np
 
 from edgepose.backends.base import Backend, to_shape
-from edgepose.errors import EdgeposeError, InputError, MissingDependencyError, ModelFileError
+from edgepose.engine_info import (
+    REBUILD_COMMAND, check_engine_compatible, check_sidecar_describes, import_tensorrt, read_sidecar, rebuild_hint,
+    sidecar_path,
+)
+from edgepose.errors import EdgeposeError, InputError, ModelFileError
+from edgepose.fileio import PathLike
 
 log = logging.getLogger(__name__)
-PathLike = Union[str, Path]
-
-#: Oldest TensorRT with the named-tensor API (set_input_shape, set_tensor_address, execute_async_v3).
-MIN_TENSORRT = (8, 5)
-#: First TensorRT whose networks edgepose builds strongly typed (precision from the ONNX).
-STRONGLY_TYPED_FROM = 10
-SIDECAR_FORMAT = "edgepose-tensorrt-engine/1"
-REBUILD_COMMAND = "edgepose convert MODEL.onnx --engine"
-INSTALL_HINT = (
-    "On Jetson, TensorRT comes with JetPack (apt package python3-libnvinfer; create the venv with "
-    "--system-site-packages to see it); on a PC with an NVIDIA GPU, `pip install tensorrt` (NVIDIA's "
-    "wheels, from https://pypi.nvidia.com). Without TensorRT, run the .onnx model with the onnxruntime "
-    "backend.")
 
 
 class EngineRunError(EdgeposeError, RuntimeError):
     """TensorRT accepted the engine but failed to run it."""
 
 
-# ---------------------------------------------------------------- versions and the lazy import
-
-
-def version_tuple(version: Any) -> Tuple[int, ...]:
-    """``"10.3.0.26"`` -> (10, 3, 0, 26); stops at the first part that is not a number."""
-    parts: List[int] = []
-    for piece in str(version).strip().split("."):
-        m = re.match(r"\d+", piece)
-        if not m:
-            break
-        parts.append(int(m.group(0)))
-        if m.group(0) != piece:
-            break
-    return tuple(parts)
-
-
-def import_tensorrt() -> Any:
-    """``import tensorrt``, or a :class:`MissingDependencyError` saying how to install it (>= 8.5)."""
-    try:
-        import tensorrt as trt
-    except (ImportError, OSError) as e:  # OSError: the wheel is there but libnvinfer is not
-        raise MissingDependencyError(
-            "the TensorRT backend and engine builds need NVIDIA TensorRT >= %d.%d and its Python "
-            "package `tensorrt` cannot be imported (%s). %s" % (MIN_TENSORRT + (e, INSTALL_HINT))) from e
-    version = getattr(trt, "__version__", "0")
-    if version_tuple(version)[:2] < MIN_TENSORRT:
-        raise MissingDependencyError(
-            "TensorRT %s is too old: edgepose needs TensorRT >= %d.%d (the named-tensor API); "
-            "JetPack 5.1 ships 8.5, JetPack 6 ships 8.6 or 10.3. %s" % ((version,) + MIN_TENSORRT + (INSTALL_HINT,)))
-    return trt
-
-
-def tensorrt_available() -> bool:
-    """Whether a usable TensorRT (>= 8.5) can be imported here."""
-    try:
-        import_tensorrt()
-    except MissingDependencyError:
-        return False
-    return True
+# ---------------------------------------------------------------- the TensorRT logger
 
 
 _LOGGER: Any = None
@@ -118,129 +69,6 @@ def trt_logger(trt: Any, verbose: bool = False) -> Any:
         _LOGGER = EdgeposeTrtLogger()
     _LOGGER.verbose = bool(verbose)
     return _LOGGER
-
-
-# ---------------------------------------------------------------- sidecar and compatibility
-
-
-def sidecar_path(engine_path: PathLike) -> Path:
-    """``pose.engine`` -> ``pose.engine.json``."""
-    return Path(str(engine_path) + ".json")
-
-
-def read_sidecar(engine_path: PathLike) -> Optional[Dict[str, Any]]:
-    """The engine's sidecar as a dict, ``None`` when there is none; a broken one is an error."""
-    path = sidecar_path(engine_path)
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise ModelFileError("engine sidecar %s cannot be read (%s); delete it and rebuild the engine with "
-                             "`%s`" % (path, e, REBUILD_COMMAND)) from e
-    if not isinstance(data, dict) or data.get("format") != SIDECAR_FORMAT:
-        raise ModelFileError("%s is not an edgepose engine sidecar (expected format %r); delete it and "
-                             "rebuild the engine with `%s`" % (path, SIDECAR_FORMAT, REBUILD_COMMAND))
-    return data
-
-
-def _same_tensorrt(built: str, here: str) -> bool:
-    # Engines are tied to the exact TensorRT release; major.minor.patch identify it (the fourth
-    # part is the build number of the same release).
-    return version_tuple(built)[:3] == version_tuple(here)[:3]
-
-
-def _norm_name(name: Any) -> str:
-    return " ".join(str(name).split()).lower()
-
-
-def check_engine_compatible(sidecar: Mapping[str, Any], trt_version: str, gpu_name: str,
-                            compute_capability: Union[str, Sequence[int]],
-                            engine_path: Optional[PathLike] = None) -> None:
-    """Raise :class:`ModelFileError` when the engine described by ``sidecar`` cannot run here.
-
-    It cannot when it was built by another TensorRT release (major.minor.patch) or for another
-    GPU (compute capability or model name). Fields the build could not record ("unknown") are
-    not compared. The message says what differs and how to rebuild.
-    """
-    if not isinstance(compute_capability, str):
-        compute_capability = "%d.%d" % tuple(compute_capability)[:2]
-    built_trt = str(sidecar.get("tensorrt_version") or "unknown")
-    built_gpu = str(sidecar.get("gpu_name") or "unknown")
-    built_cc = str(sidecar.get("compute_capability") or "unknown")
-    problems = []
-    if built_trt != "unknown" and not _same_tensorrt(built_trt, trt_version):
-        problems.append("TensorRT %s (this machine has %s)" % (built_trt, trt_version))
-    if built_cc != "unknown" and built_cc != str(compute_capability):
-        problems.append("a GPU of compute capability %s (this one, %s, is %s)" % (
-            built_cc, gpu_name, compute_capability))
-    elif built_gpu != "unknown" and _norm_name(built_gpu) != _norm_name(gpu_name):
-        problems.append("a GPU named %s (this one is %s)" % (built_gpu, gpu_name))
-    if problems:
-        what = "engine %s" % engine_path if engine_path else "this engine"
-        raise ModelFileError(
-            "%s was built with %s. TensorRT engines run only with the TensorRT release and the GPU model "
-            "that built them: rebuild it on this machine from its ONNX model. %s"
-            % (what, " and ".join(problems), rebuild_hint(sidecar, trt_version, engine_path)))
-
-
-def rebuild_hint(sidecar: Optional[Mapping[str, Any]] = None, trt_version: Optional[str] = None,
-                 engine_path: Optional[PathLike] = None) -> str:
-    """How to rebuild an engine: the edgepose command and, where the sidecar allows, trtexec's."""
-    side = dict(sidecar or {})
-    onnx = side.get("onnx") or "MODEL.onnx"
-    text = "Run `%s`" % REBUILD_COMMAND.replace("MODEL.onnx", shlex.quote(str(onnx)))
-    shape = side.get("input_shape")
-    if side.get("input_name") and isinstance(shape, list) and len(shape) == 4 and all(shape[1:]):
-        cmd = format_trtexec_command(
-            onnx, engine_path or side.get("engine") or "MODEL.engine", side["input_name"],
-            shape[1:], int(side.get("min_batch") or 1), int(side.get("opt_batch") or 1),
-            int(side.get("max_batch") or 1), workspace_mb=int(side.get("workspace_mb") or 1024),
-            precision=str(side.get("precision") or "fp32"),
-            trt_version=trt_version or str(side.get("tensorrt_version") or "10"),
-            dla_core=side.get("dla_core"), gpu_fallback=bool(side.get("gpu_fallback", True)),
-            dynamic_batch=shape[0] is None, builder_flags=side.get("builder_flags"))
-        text += " or `%s`" % cmd
-    return text + "."
-
-
-def format_trtexec_command(onnx_path: PathLike, engine_path: PathLike, input_name: str,
-                           input_chw: Sequence[int], min_batch: int, opt_batch: int, max_batch: int, *,
-                           workspace_mb: int = 1024, precision: str = "fp32", trt_version: Any = "10",
-                           dla_core: Optional[int] = None, gpu_fallback: bool = True,
-                           timing_cache: Optional[PathLike] = None, dynamic_batch: bool = True,
-                           builder_flags: Optional[Sequence[str]] = None) -> str:
-    """The trtexec command line that builds what :func:`build_engine` builds, for TensorRT ``trt_version``.
-
-    TensorRT 10: ``--stronglyTyped`` (precision comes from the ONNX); 11 and later are always strongly
-    typed (no flag); 8.x: ``--fp16``/``--int8`` builder flags, from ``builder_flags`` (names in
-    ``trt.BuilderFlag``) when given, else from ``precision``. A DLA build needs one batch size: pass
-    ``min_batch == opt_batch == max_batch``.
-    """
-    major = (version_tuple(trt_version) or (STRONGLY_TYPED_FROM,))[0]
-    dims = "x".join(str(int(d)) for d in input_chw)
-    args = ["trtexec", "--onnx=%s" % onnx_path, "--saveEngine=%s" % engine_path]
-    if dynamic_batch:
-        for flag, batch in (("minShapes", min_batch), ("optShapes", opt_batch), ("maxShapes", max_batch)):
-            args.append("--%s=%s:%dx%s" % (flag, input_name, int(batch), dims))
-    args.append("--memPoolSize=workspace:%d" % int(workspace_mb))
-    if major == STRONGLY_TYPED_FROM:
-        args.append("--stronglyTyped")
-    elif major > STRONGLY_TYPED_FROM:
-        pass  # TensorRT 11 removed weak typing: every network is strongly typed
-    elif builder_flags is not None:
-        args += ["--" + flag.lower() for flag in builder_flags if flag in ("INT8", "FP16")]
-    elif precision == "fp16":
-        args.append("--fp16")
-    elif precision == "int8":
-        args.append("--int8")
-    if timing_cache is not None:
-        args.append("--timingCacheFile=%s" % timing_cache)
-    if dla_core is not None:
-        args.append("--useDLACore=%d" % int(dla_core))
-        if gpu_fallback:
-            args.append("--allowGPUFallback")
-    return " ".join(shlex.quote(a) for a in args)
 
 
 # ---------------------------------------------------------------- the backend
@@ -313,12 +141,7 @@ class TensorRTBackend(Backend):
                 "Build engines with `%s` to get one." % (self.path, sidecar_path(self.path).name, REBUILD_COMMAND),
                 RuntimeWarning, stacklevel=2)
         else:
-            digest = self.sidecar.get("engine_sha256")
-            if digest and digest != hashlib.sha256(data).hexdigest():
-                raise ModelFileError(
-                    "sidecar %s describes another engine than %s (SHA-256 differs): the engine was replaced "
-                    "or the sidecar is stale. Rebuild with `%s`." % (sidecar_path(self.path), self.path,
-                                                                    REBUILD_COMMAND))
+            check_sidecar_describes(self.sidecar, self.path, data)
 
         self.device = int(device)
         self._cuda = cuda = get_cuda()
@@ -452,6 +275,4 @@ class TensorRTBackend(Backend):
             pass
 
 
-__all__ = ["TensorRTBackend", "EngineRunError", "check_engine_compatible", "format_trtexec_command",
-           "import_tensorrt", "numpy_dtype", "read_sidecar", "rebuild_hint", "sidecar_path", "tensorrt_available",
-           "trt_logger", "version_tuple"]
+__all__ = ["TensorRTBackend", "EngineRunError", "numpy_dtype", "trt_logger"]

@@ -22,8 +22,9 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from edgepose.backends.base import Backend, to_shape
-from edgepose.errors import EdgeposeError, InputError, MissingDependencyError, ModelFileError
-from edgepose.meta import PREFIX
+from edgepose.errors import EdgeposeError, InputError, ModelFileError
+from edgepose.meta import edgepose_props
+from edgepose.optional import require
 
 log = logging.getLogger(__name__)
 PROTOCOLS = ("http", "grpc")
@@ -52,16 +53,9 @@ def parse_url(url: str) -> Tuple[str, int, str]:
 
 
 def _client_module(protocol: str) -> ModuleType:
-    try:
-        if protocol == "grpc":
-            import tritonclient.grpc as module
-        else:
-            import tritonclient.http as module
-    except ImportError as e:
-        raise MissingDependencyError(
-            "the triton backend needs tritonclient with %s support (%s): pip install 'tritonclient[%s]' "
-            "(or 'edgepose[triton]')" % (protocol, e, protocol)) from e
-    return module
+    protocol = "grpc" if protocol == "grpc" else "http"
+    return require("tritonclient." + protocol, "triton", "the triton backend (%s)" % protocol,
+                   "Or `pip install 'tritonclient[%s]'`" % protocol)
 
 
 class TritonBackend(Backend):
@@ -178,8 +172,8 @@ class TritonBackend(Backend):
                                  % (self.model_name, self.datatype))
         self.input_shape = to_shape(batch + tuple(int(d) for d in inputs[0]["dims"]))
         self.max_batch = max_batch if max_batch > 0 else self.input_shape[0]
-        self.metadata = {str(k): str((v or {}).get("string_value", "")) for k, v in
-                         (config.get("parameters") or {}).items() if str(k).startswith(PREFIX)}
+        self.metadata = edgepose_props({str(k): str((v or {}).get("string_value", "")) for k, v in
+                                        (config.get("parameters") or {}).items()})
 
     # ------------------------------------------------------------ the contract
 
