@@ -35,7 +35,7 @@ from support import DATA, random_model  # noqa: E402
 from edgepose.detector import YoloxDetector  # noqa: E402
 from edgepose.live import STAGES, LivePose, LiveSession  # noqa: E402
 from edgepose.runtime import Runtime  # noqa: E402
-from edgepose.video import VideoSource  # noqa: E402
+from edgepose.live.video import VideoSource  # noqa: E402
 
 
 def three_person_video(path: Path, frames: int, fps: float = 30.0) -> Path:

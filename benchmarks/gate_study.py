@@ -60,7 +60,7 @@ from edgepose.converters.precision import make_int8  # noqa: E402
 from edgepose.converters.quantize import METHODS, TARGETS, final_heatmap_node, quantize_int8  # noqa: E402
 from edgepose.keypoints import COCO_FLIP_PAIRS, COCO_OKS_SIGMAS, flip_permutation  # noqa: E402
 from edgepose.meta import ModelMeta, read_onnx_props  # noqa: E402
-from edgepose.track import keypoint_oks  # noqa: E402
+from edgepose.live.track import keypoint_oks  # noqa: E402
 from edgepose.transforms import affine_matrices, flip_batch, preprocess  # noqa: E402
 
 COCO_FILE = DATA / "coco_kpt_mini" / "test_coco.json"

@@ -207,7 +207,7 @@ def machine(provider: str, use_trt: bool) -> Dict[str, str]:
             "provider": provider, "platform": platform.platform()}
     if use_trt:
         from edgepose.engine_info import import_tensorrt
-        from edgepose.cuda import get_cuda
+        from edgepose.backends.cuda import get_cuda
 
         cuda = get_cuda()
         info.update(tensorrt=import_tensorrt().__version__, gpu=cuda.device_info(0).name,

@@ -37,7 +37,7 @@ ORDER_SEED = 0
 @dataclass
 class PersonFrame:
     """One image of a calibration source and the persons on it: ``boxes`` (N, 4) float64 x1, y1, x2, y2 in
-    pixels (not :class:`edgepose.video.Frame`, a decoded frame of a live source)."""
+    pixels (not :class:`edgepose.live.video.Frame`, a decoded frame of a live source)."""
 
     image: np.ndarray
     boxes: np.ndarray
@@ -115,7 +115,7 @@ class ImageFolderSource(PersonSource):
 
 class SampledVideoSource(PersonSource):
     """Up to :data:`MAX_VIDEO_FRAMES` evenly spaced frames of a video file, persons found by the detector
-    (not :class:`edgepose.video.VideoSource`, which streams every frame of a camera, stream or file)."""
+    (not :class:`edgepose.live.video.VideoSource`, which streams every frame of a camera, stream or file)."""
 
     kind = "video"
     needs_detector = True

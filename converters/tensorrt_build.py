@@ -347,7 +347,7 @@ def build_engine(onnx_path: PathLike, engine_path: PathLike, *, max_batch: int =
     Returns the engine path.
     """
     trt = import_tensorrt()
-    from edgepose.cuda import get_cuda
+    from edgepose.backends.cuda import get_cuda
 
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     check_batches(min_batch, opt_batch, max_batch)

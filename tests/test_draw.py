@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edgepose.draw import draw_label, draw_poses, label_masks, plural
+from edgepose.live.draw import draw_label, draw_poses, label_masks, plural
 from edgepose.live import LiveFrame, draw_overlay, overlay_text
 from edgepose.runtime import PoseResult
 

@@ -9,7 +9,7 @@ import edgepose
 HEAVY = ("onnx", "typer", "rich", "tensorrt", "tritonclient", "pytriton", "click", "edgepose.converters",
          "edgepose.calib")
 # Modules that are the CLI (typer/rich by design) or need a backend's own package.
-NOT_RUNTIME = ("edgepose.cli", "edgepose.__main__", "edgepose.commands", "edgepose.serve")
+NOT_RUNTIME = ("edgepose.cli", "edgepose.__main__", "edgepose.cli.commands", "edgepose.serve")
 
 
 def runtime_modules():

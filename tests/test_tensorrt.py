@@ -21,10 +21,10 @@ import numpy as np
 import pytest
 
 import edgepose.backends.tensorrt as trt_backend
-import edgepose.cuda as ecuda
+import edgepose.backends.cuda as ecuda
 from edgepose.backends.tensorrt import TensorRTBackend
 from edgepose.converters import tensorrt_build as tb
-from edgepose.cuda import CtypesCuda, Cuda, CudaError, DeviceBuffer, DeviceInfo, PinnedBuffer, Stream
+from edgepose.backends.cuda import CtypesCuda, Cuda, CudaError, DeviceBuffer, DeviceInfo, PinnedBuffer, Stream
 from edgepose.engine_info import (
     SIDECAR_FORMAT, check_engine_compatible, format_trtexec_command, import_tensorrt, make_sidecar, read_sidecar,
     rebuild_hint, sidecar_path, tensorrt_available, version_tuple,
@@ -91,11 +91,11 @@ def test_modules_import_without_tensorrt_or_cuda():
     """Importing the three modules loads neither tensorrt nor libcudart, and floor 1 stays off onnx."""
     code = textwrap.dedent("""
         import sys
-        import edgepose.cuda, edgepose.backends.tensorrt
+        import edgepose.backends.cuda, edgepose.backends.tensorrt
         assert "onnx" not in sys.modules, "floor-1 modules imported onnx"
         import edgepose.converters.tensorrt_build
         assert "tensorrt" not in sys.modules, "tensorrt was imported at module import time"
-        assert edgepose.cuda._default is None, "the CUDA runtime was touched at import time"
+        assert edgepose.backends.cuda._default is None, "the CUDA runtime was touched at import time"
         print("ok")
     """)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(REPO))
@@ -232,7 +232,7 @@ def test_cuda_runtime_already_in_the_process_is_used(tmp_path: Path):
         import ctypes, sys
         if len(sys.argv) > 1:
             ctypes.CDLL(sys.argv[1])  # what importing tensorrt from its pip wheel does
-        from edgepose.cuda import CtypesCuda, mapped_cudart
+        from edgepose.backends.cuda import CtypesCuda, mapped_cudart
         cuda = CtypesCuda()
         assert cuda.device_count() == 1
         print(cuda.lib._name)

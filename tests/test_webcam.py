@@ -19,9 +19,9 @@ from edgepose.errors import InputError
 from edgepose.keypoints import COCO_OKS_SIGMAS
 from edgepose.live import STAGES, DetectionSchedule, LivePose, LiveSession
 from edgepose.runtime import PoseResult, Runtime
-from edgepose.smooth import KeypointSmoother, OneEuroFilter
-from edgepose.track import PoseTracker, box_iou, boxes_from_keypoints, keypoint_oks
-from edgepose.video import JsonlSink, VideoFileSink, VideoSource, VideoSourceError, has_gstreamer, source_kind
+from edgepose.live.smooth import KeypointSmoother, OneEuroFilter
+from edgepose.live.track import PoseTracker, box_iou, boxes_from_keypoints, keypoint_oks
+from edgepose.live.video import JsonlSink, VideoFileSink, VideoSource, VideoSourceError, has_gstreamer, source_kind
 from support import DATA, random_model, require_shared, run_edgepose, start_edgepose
 
 HERE = Path(__file__).resolve().parent

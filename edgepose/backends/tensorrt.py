@@ -1,7 +1,7 @@
 """TensorRT backend: runs a serialized engine (``.engine``/``.plan``) built by edgepose.
 
 Uses TensorRT's named-tensor API (8.5 and later, the only one left in 10 and 11): one execution
-context, one CUDA stream, device buffers and pinned host buffers from :mod:`edgepose.cuda`, which
+context, one CUDA stream, device buffers and pinned host buffers from :mod:`edgepose.backends.cuda`, which
 grow to the largest batch seen and are then reused.
 
 An engine runs only with the TensorRT version and the GPU model that built it. The build writes a
@@ -124,7 +124,7 @@ class TensorRTBackend(Backend):
         self._runtime: Any = None
 
         trt = import_tensorrt()
-        from edgepose.cuda import DeviceBuffer, PinnedBuffer, get_cuda
+        from edgepose.backends.cuda import DeviceBuffer, PinnedBuffer, get_cuda
 
         self.path = Path(engine_path)
         if not self.path.is_file():

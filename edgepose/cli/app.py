@@ -1,6 +1,6 @@
 """The ``edgepose`` command line: a thin layer over the library.
 
-Each command lives in ``edgepose/commands/`` and imports what it needs inside its body, so
+Each command lives in ``edgepose/cli/commands/`` and imports what it needs inside its body, so
 ``edgepose --help`` works with only the runtime installed and a missing optional package is
 reported by the command that needs it.
 """
@@ -11,8 +11,8 @@ from typing import List, Optional
 
 import typer
 
-from edgepose.commands import bench, convert, infer, models, triton, webcam
-from edgepose.commands.common import err
+from edgepose.cli.commands import bench, convert, infer, models, triton, webcam
+from edgepose.cli.commands.common import err
 from edgepose.errors import EdgeposeError
 
 app = typer.Typer(help="edgepose: GluonCV's pose model zoo on edge runtimes (ONNX Runtime, TensorRT).",

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from edgepose.commands.common import err, out, precision_option, target_option, use_model, warn_random_weights
+from edgepose.cli.commands.common import err, out, precision_option, target_option, use_model, warn_random_weights
 
 DEFAULT_MODEL = "mobile_pose_mobilenetv3_small"
 
@@ -80,8 +80,8 @@ def webcam(
     from edgepose.fileio import writable_file
     from edgepose.live import STAGES, LivePose, LiveSession
     from edgepose.runtime import Runtime
-    from edgepose.smooth import OneEuroFilter
-    from edgepose.video import window_problem
+    from edgepose.live.smooth import OneEuroFilter
+    from edgepose.live.video import window_problem
 
     for path, what in ((output, "--output video"), (json_path, "--json file")):
         if path is not None:

@@ -7,7 +7,7 @@ import typer
 from rich import box
 from rich.table import Table
 
-from edgepose.commands.common import (
+from edgepose.cli.commands.common import (
     err, out, precision_option, print_table, require, target_option, use_model, warn_random_weights,
 )
 
@@ -123,8 +123,8 @@ def predict(
 
     from edgepose.coco import result_records
     from edgepose.detector import YoloxDetector, detector_model
-    from edgepose.draw import draw_poses
-    from edgepose.draw import plural
+    from edgepose.live.draw import draw_poses
+    from edgepose.live.draw import plural
     from edgepose.errors import InputError
     from edgepose.fileio import atomic_write_bytes, read_image, writable_file, writable_folder
     from edgepose.pipeline import PosePipeline

@@ -1,18 +1,11 @@
-"""Live multi-person pose on video: detection every N frames, tracking, smoothing, overlay, outputs.
+"""The per-frame loop of the live app (``edgepose.live``; the example is in its docstring).
 
 :class:`LivePose` turns one frame into tracked, smoothed poses: the detector runs when
 :class:`DetectionSchedule` says (every ``detect_every`` frames, and whenever nobody is tracked),
 the frames in between reuse boxes built from the previous keypoints, all persons of a frame go
 through the pose model in one batch, and every stage is timed.
-:class:`LiveSession` runs it over a :class:`edgepose.video.VideoSource` with the outputs
+:class:`LiveSession` runs it over a :class:`edgepose.live.video.VideoSource` with the outputs
 (window, annotated video, JSON lines), reconnecting a live stream that stops when asked to.
-
-    from edgepose import Runtime
-    from edgepose.detector import YoloxDetector
-    from edgepose.live import LivePose, LiveSession
-
-    live = LivePose(Runtime("pose.onnx"), YoloxDetector("yolox_nano.onnx"), detect_every=5)
-    summary = LiveSession(live, "street.mp4", json_path="poses.jsonl").run()
 """
 import queue
 import threading
@@ -24,13 +17,13 @@ import cv2
 import numpy as np
 
 from edgepose.detector import YoloxDetector
-from edgepose.draw import draw_label, draw_poses, plural
+from edgepose.live.draw import draw_label, draw_poses, plural
 from edgepose.errors import EdgeposeError, InputError
 from edgepose.runtime import PoseResult, Runtime
-from edgepose.smooth import KeypointSmoother, OneEuroFilter
-from edgepose.track import PoseTracker
+from edgepose.live.smooth import KeypointSmoother, OneEuroFilter
+from edgepose.live.track import PoseTracker
 from edgepose.transforms import clip_boxes
-from edgepose.video import Frame, JsonlSink, VideoFileSink, VideoSource
+from edgepose.live.video import Frame, JsonlSink, VideoFileSink, VideoSource
 
 #: Timed stages of a frame: crops, person detection, pose model, decoding + tracking + smoothing.
 STAGES = ("pre", "detect", "pose", "post")

@@ -7,7 +7,7 @@ import typer
 from rich import box
 from rich.table import Table
 
-from edgepose.commands.common import err, out, precision_option, print_table, target_option, use_model
+from edgepose.cli.commands.common import err, out, precision_option, print_table, target_option, use_model
 
 
 def bench(

@@ -7,7 +7,7 @@ import typer
 from rich import box
 from rich.table import Table
 
-from edgepose.commands.common import err, out, print_table, require
+from edgepose.cli.commands.common import err, out, print_table, require
 
 
 def zoo(as_json: bool = typer.Option(False, "--json", help="Print a JSON list instead of a table.")) -> None:

@@ -8,7 +8,7 @@ import typer
 from rich import box
 from rich.table import Table
 
-from edgepose.commands.common import out, print_table
+from edgepose.cli.commands.common import out, print_table
 
 if TYPE_CHECKING:
     from edgepose.models import Conversion

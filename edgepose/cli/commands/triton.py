@@ -6,7 +6,7 @@ import typer
 from rich import box
 from rich.table import Table
 
-from edgepose.commands.common import out, precision_option, print_table, require, target_option, use_model
+from edgepose.cli.commands.common import out, precision_option, print_table, require, target_option, use_model
 
 MAX_BATCH_HELP = "Largest batch Triton forms (default: an engine's limit, else 32)."
 PREFERRED_HELP = "Preferred batch size of the dynamic batcher; repeat for several (default: 8 or the engine's optimum, and the max batch)."
