@@ -31,7 +31,7 @@ from typing import Callable, Dict, FrozenSet, Tuple
 
 import numpy as np
 
-from support import DATA, TEST_MODELS, random_model
+from support import DATA, TEST_MODELS, built_once, random_model
 
 BASE = "simple_pose_resnet18_v1b_128x96"
 HW = (128, 96)
@@ -164,22 +164,17 @@ def oracle(name: str, x: np.ndarray) -> np.ndarray:
 
 
 def _built(files: Dict[str, Path], make: Callable[[], Dict[str, np.ndarray]]) -> Dict[str, Path]:
-    """``files``, made by ``make`` on first use when onnx is installed (without onnx the calling test skips);
-    ``make`` returns the arrays of the last entry, an .npz written last."""
+    """``files``, made by ``make`` on first use (:func:`support.built_once`); ``make`` returns the arrays of
+    the last entry, an .npz written last."""
     done = list(files.values())[-1]
-    if done.exists():
-        return files
-    try:
-        import onnx  # noqa: F401
-    except ImportError:
-        import pytest
 
-        pytest.skip("%s is not built yet and onnx is not installed here; run the main test suite first "
-                    "with EDGEPOSE_TEST_MODELS=%s" % (done.name, TEST_MODELS))
-    arrays = make()
-    tmp = done.with_name(".%s.%d.npz" % (done.stem, os.getpid()))
-    np.savez(tmp, **arrays)
-    tmp.replace(done)
+    def write() -> None:
+        arrays = make()
+        tmp = done.with_name(".%s.%d.npz" % (done.stem, os.getpid()))
+        np.savez(tmp, **arrays)
+        tmp.replace(done)
+
+    built_once(done, write)
     return files
 
 

@@ -16,7 +16,10 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Callable, Optional
+
+if TYPE_CHECKING:
+    import onnx
 
 SHARED = Path(os.environ.get("EDGEPOSE_SHARED") or Path(__file__).resolve().parents[2] / "shared")
 DATA = SHARED / "data"
@@ -29,23 +32,58 @@ LOOPBACK = "127.0.0.1"
 _port_bases = random.Random()  # unaffected by tests that seed the global generator
 
 
-def random_model(name: str, seed: int = 0) -> Path:
-    """``<name>`` exported with random weights (seed), built on first use when onnx is installed."""
-    path = TEST_MODELS / ("%s-random%d.onnx" % (name, seed))
-    if path.exists():
-        return path
+def built_once(done: Path, make: Callable[[], None]) -> None:
+    """Run ``make`` unless ``done`` exists (the file it writes last). Making models needs onnx: where it is not
+    installed (the Python 3.8 runtime suite) the calling test skips and says how to build them first."""
+    if done.exists():
+        return
     try:
         import onnx  # noqa: F401
     except ImportError:
         import pytest
 
-        pytest.skip("%s is not built yet and onnx is not installed here; run the main test suite "
-                    "first with EDGEPOSE_TEST_MODELS=%s" % (path.name, TEST_MODELS))
-    from edgepose.converters.export import export_zoo_model
-    from edgepose.converters.zoo import get_entry
+        pytest.skip("%s is not built yet and onnx is not installed here; build the test models first with "
+                    "`python tests/build_test_models.py` (EDGEPOSE_TEST_MODELS=%s)" % (done.name, TEST_MODELS))
+    make()
 
-    export_zoo_model(get_entry(name), path, random=True, seed=seed)
+
+def random_model(name: str, seed: int = 0) -> Path:
+    """``<name>`` exported with random weights (seed), built on first use when onnx is installed."""
+    path = TEST_MODELS / ("%s-random%d.onnx" % (name, seed))
+
+    def make() -> None:
+        from edgepose.converters.export import export_zoo_model
+        from edgepose.converters.zoo import get_entry
+
+        export_zoo_model(get_entry(name), path, random=True, seed=seed)
+
+    built_once(path, make)
     return path
+
+
+def prepost_fixture() -> dict:
+    """GluonCV's evaluation-path pre/post-processing oracle (../shared/parity/fixtures/prepost_eval.npz)."""
+    import numpy as np
+
+    require_shared()
+    with np.load(SHARED / "parity" / "fixtures" / "prepost_eval.npz") as data:
+        return {k: data[k] for k in data.files}
+
+
+def heatmap_model(name: str, hw: tuple, nodes: list, initializers: list) -> "onnx.ModelProto":
+    """A small edgepose heatmap model (input "input" (N, 3, H, W) -> "heatmaps" (N, 17, H, W), stride 1,
+    opset 17, edgepose metadata) made of ``nodes`` and ``initializers``."""
+    from onnx import TensorProto, helper
+
+    from edgepose.meta import ModelMeta
+
+    graph = helper.make_graph(
+        nodes, name, [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, *hw])],
+        [helper.make_tensor_value_info("heatmaps", TensorProto.FLOAT, ["batch", 17, *hw])], initializer=initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    helper.set_model_props(model, ModelMeta(name=name, input_size=hw, heatmap_stride=1).to_props())
+    return model
 
 
 def fake_engine(folder: Path, onnx_path: Path, *, name: Optional[str] = None, precision: str = "fp16",

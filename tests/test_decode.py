@@ -9,9 +9,8 @@ from edgepose.errors import InputError
 from edgepose.keypoints import COCO_FLIP_PAIRS
 from edgepose.meta import ModelMeta
 from edgepose.transforms import Crops
-from support import SHARED, require_shared
+from support import prepost_fixture
 
-FIXTURE = SHARED / "parity" / "fixtures" / "prepost_eval.npz"
 SIMPLE_META = ModelMeta()
 SIMPLE_META_128 = ModelMeta(input_size=(128, 96))
 ALPHA_META = ModelMeta(input_size=(320, 256), mean=(0.406, 0.457, 0.480), std=(1.0, 1.0, 1.0),
@@ -22,10 +21,7 @@ CASE_CODES = range(17)
 
 @pytest.fixture(scope="module")
 def fx() -> Dict[str, np.ndarray]:
-    require_shared()
-    assert FIXTURE.is_file(), "missing %s (set EDGEPOSE_SHARED to the shared/ folder)" % FIXTURE
-    with np.load(FIXTURE) as data:
-        return {k: data[k] for k in data.files}
+    return prepost_fixture()
 
 
 def _simple_crops(center: np.ndarray, scale: np.ndarray) -> Crops:

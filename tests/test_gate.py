@@ -15,8 +15,8 @@ from edgepose.converters.precision import fp16_path_for, make_int8  # noqa: E402
 from edgepose.errors import ModelFileError  # noqa: E402
 from edgepose.keypoints import COCO_OKS_SIGMAS  # noqa: E402
 from edgepose.meta import KEY_INT8_AGREEMENT, ModelMeta  # noqa: E402
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
-from support import DATA, random_model  # noqa: E402
+from onnx import helper, numpy_helper  # noqa: E402
+from support import DATA, heatmap_model, random_model  # noqa: E402
 
 HW = (256, 192)
 COCO_FILE = DATA / "coco_kpt_mini" / "test_coco.json"
@@ -171,13 +171,7 @@ def peaked_model(path, peak: float = 0.9) -> str:
              helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
              helper.make_node("Conv", ["r1", "w2"], ["c2"], name="final", kernel_shape=[1, 1]),
              helper.make_node("Add", ["c2", "peaks"], ["heatmaps"], name="add")]
-    graph = helper.make_graph(
-        nodes, "peaked", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, *hw])],
-        [helper.make_tensor_value_info("heatmaps", TensorProto.FLOAT, ["batch", 17, *hw])], initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    helper.set_model_props(model, ModelMeta(name="peaked", input_size=hw, heatmap_stride=1).to_props())
-    onnx.save(model, str(path))
+    onnx.save(heatmap_model("peaked", hw, nodes, inits), str(path))
     return path
 
 

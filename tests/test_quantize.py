@@ -17,7 +17,7 @@ from edgepose.converters.quantize import (  # noqa: E402
 from edgepose.converters.zoo import get_entry  # noqa: E402
 from edgepose.errors import InputError, ModelFileError  # noqa: E402
 from edgepose.meta import KEY_INT8_CALIBRATION, KEY_INT8_TARGET, ModelMeta  # noqa: E402
-from support import SHARED, random_model  # noqa: E402
+from support import SHARED, heatmap_model, random_model  # noqa: E402
 
 FIXTURES = SHARED / "parity" / "fixtures"
 HW = (32, 24)
@@ -38,13 +38,7 @@ def small_deconv_model() -> "onnx.ModelProto":
                               strides=[2, 2], pads=[1, 1, 1, 1]),
              helper.make_node("Relu", ["d1"], ["r2"], name="relu2"),
              helper.make_node("Conv", ["r2", "w2", "b2"], ["heatmaps"], name="final", kernel_shape=[1, 1])]
-    graph = helper.make_graph(
-        nodes, "small", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, *HW])],
-        [helper.make_tensor_value_info("heatmaps", TensorProto.FLOAT, ["batch", 17, *HW])], initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    helper.set_model_props(model, ModelMeta(name="small", input_size=HW, heatmap_stride=1).to_props())
-    return model
+    return heatmap_model("small", HW, nodes, inits)
 
 
 def crops(n: int, hw=HW, seed: int = 1) -> np.ndarray:

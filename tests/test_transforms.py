@@ -9,9 +9,8 @@ import pytest
 from edgepose import transforms as T
 from edgepose.errors import InputError, InputTypeError
 from edgepose.meta import IMAGENET_MEAN, IMAGENET_STD, ModelMeta
-from support import SHARED, require_shared
+from support import SHARED, prepost_fixture
 
-FIXTURE = SHARED / "parity" / "fixtures" / "prepost_eval.npz"
 SIZES = {"256x192": (256, 192), "128x96": (128, 96), "384x288": (384, 288)}
 ALPHA_MEAN = (0.406, 0.457, 0.480)
 ALPHA_META = ModelMeta(input_size=(320, 256), mean=ALPHA_MEAN, std=(1.0, 1.0, 1.0), decoder="alphapose")
@@ -19,10 +18,7 @@ ALPHA_META = ModelMeta(input_size=(320, 256), mean=ALPHA_MEAN, std=(1.0, 1.0, 1.
 
 @pytest.fixture(scope="module")
 def fx() -> Dict[str, np.ndarray]:
-    require_shared()
-    assert FIXTURE.is_file(), "missing %s (set EDGEPOSE_SHARED to the shared/ folder)" % FIXTURE
-    with np.load(FIXTURE) as data:
-        return {k: data[k] for k in data.files}
+    return prepost_fixture()
 
 
 @pytest.fixture(scope="module")
