@@ -6,7 +6,6 @@ pytest.importorskip("pycocotools")
 
 from edgepose.coco import evaluate, gt_person_boxes, load_coco, result_records  # noqa: E402
 from edgepose.decode import decode  # noqa: E402
-from edgepose.keypoints import COCO_OKS_SIGMAS  # noqa: E402
 from edgepose.meta import ModelMeta  # noqa: E402
 from edgepose.runtime import PoseResult  # noqa: E402
 from edgepose.transforms import Crops, boxes_to_center_scale, coco_xywh_to_xyxy  # noqa: E402
@@ -61,28 +60,30 @@ def test_keypoints_shifted_far_score_zero_ap():
 
 
 @pytest.mark.shared
-def test_oks_matches_the_formula():
-    """pycocotools' OKS for one shifted instance equals the reference formula computed here."""
+def test_edgepose_oks_equals_pycocotools():
+    """edgepose's OKS (tracking, the INT8 gate) equals COCO's reference implementation, pycocotools, for every
+    annotated person of the mini set with its joints moved by random amounts."""
     from pycocotools.cocoeval import COCOeval
 
+    from edgepose.live.track import keypoint_oks
+
     coco = load_coco(ANN)
-    ann = [a for a in coco.dataset["annotations"] if a["num_keypoints"] > 0][0]
-    gt = np.array(ann["keypoints"], np.float64).reshape(17, 3)
-    shift = 3.0
-    dt_kps = gt.copy()
-    dt_kps[:, 0] += shift
-    dt_kps[:, 2] = 1
-    dt = coco.loadRes([{"image_id": ann["image_id"], "category_id": 1,
-                        "keypoints": dt_kps.ravel().tolist(), "score": 1.0}])
-    ev = COCOeval(coco, dt, "keypoints")
-    ev.params.imgIds = [ann["image_id"]]
-    ev.evaluate()
-    ious = ev.ious[(ann["image_id"], 1)]
-    gt_index = [a["id"] for a in coco.loadAnns(coco.getAnnIds(imgIds=ann["image_id"], catIds=[1]))].index(ann["id"])
-    k = 2 * np.array(COCO_OKS_SIGMAS)
-    vis = gt[:, 2] > 0
-    e = shift ** 2 / (k ** 2 * (ann["area"] + np.spacing(1)) * 2)
-    assert ious[0, gt_index] == pytest.approx(np.exp(-e[vis]).mean(), rel=1e-9)
+    rng = np.random.default_rng(0)
+    for ann in [a for a in coco.dataset["annotations"] if a["num_keypoints"] > 0]:
+        gt = np.array(ann["keypoints"], np.float64).reshape(17, 3)
+        dt_kps = gt.copy()
+        dt_kps[:, :2] += rng.normal(0, 6, (17, 2))
+        dt_kps[:, 2] = 1
+        dt = coco.loadRes([{"image_id": ann["image_id"], "category_id": 1,
+                            "keypoints": dt_kps.ravel().tolist(), "score": 1.0}])
+        ev = COCOeval(coco, dt, "keypoints")
+        ev.params.imgIds = [ann["image_id"]]
+        ev.evaluate()
+        gt_ids = [a["id"] for a in coco.loadAnns(coco.getAnnIds(imgIds=ann["image_id"], catIds=[1]))]
+        theirs = ev.ious[(ann["image_id"], 1)][0, gt_ids.index(ann["id"])]
+        ours = keypoint_oks(gt[None, :, :2], gt[None, :, 2] > 0, dt_kps[None, :, :2], np.ones((1, 17), bool),
+                            [ann["area"]])[0, 0]
+        assert ours == pytest.approx(theirs, rel=1e-9)
 
 
 @pytest.mark.shared
