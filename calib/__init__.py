@@ -5,6 +5,9 @@ COCO keypoints file (ground-truth boxes), a video, or an edgepose calibration se
 normalised crops via :func:`edgepose.transforms.preprocess`, caches them, and splits off held-out
 crops for the accuracy gate. Without a source the default public set (COCO val2017 persons) is
 downloaded once (:mod:`edgepose.calib.dataset`).
+
+A person detector calibrates on whole images instead: :func:`load_detector_calibration` letterboxes
+every image of the same sources as the detector does (:func:`edgepose.detector.letterbox`).
 """
 from __future__ import annotations
 
@@ -22,12 +25,15 @@ from edgepose.meta import ModelMeta
 DEFAULT_MAX_PERSONS = 512
 #: Every HELD_OUT_EVERY-th crop is held out for the accuracy gate (20 %), never calibrated on.
 HELD_OUT_EVERY = 5
+#: Images a detector calibrates on by default (whole images: each holds many activations' worth of persons).
+DEFAULT_MAX_IMAGES = 100
 
 #: Called as persons are found: (frames searched, frames to search at most, persons found so far).
 ProgressCallback = Callable[[int, int, int], None]
 T = TypeVar("T")
 
-__all__ = ["CalibrationSet", "DEFAULT_MAX_PERSONS", "ProgressCallback", "load_calibration"]
+__all__ = ["CalibrationSet", "DEFAULT_MAX_IMAGES", "DEFAULT_MAX_PERSONS", "ImageSet", "ProgressCallback",
+           "load_calibration", "load_detector_calibration"]
 
 
 @dataclass
@@ -170,3 +176,60 @@ def load_calibration(source: Optional[PathLike], meta: ModelMeta, *, max_persons
                          "(a few hundred is best)" % (src.path, len(crops)))
     calib, held_out, ordered = split_held_out(crops, origins)
     return CalibrationSet(calib, held_out, src.describe(), key, ordered)
+
+
+@dataclass
+class ImageSet:
+    """Whole images letterboxed to a detector's input, (N, H, W, 3) uint8 BGR canvases.
+
+    ``images`` calibrate the quantiser; ``held_out`` (every :data:`HELD_OUT_EVERY`-th image, at least one)
+    measure the quantised detector. ``origins`` name each image, calibration images first.
+    """
+
+    images: np.ndarray
+    held_out: np.ndarray
+    source: str
+    origins: List[str] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        return len(self.images) + len(self.held_out)
+
+    @staticmethod
+    def blob(canvases: np.ndarray) -> np.ndarray:
+        """(N, H, W, 3) uint8 canvases -> the detector's (N, 3, H, W) float32 input."""
+        return np.ascontiguousarray(canvases.transpose(0, 3, 1, 2), dtype=np.float32)
+
+
+def load_detector_calibration(source: Optional[PathLike], input_size, *, max_images: int = DEFAULT_MAX_IMAGES,
+                              progress: Union[bool, ProgressCallback] = True,
+                              images_dir: Optional[PathLike] = None) -> ImageSet:
+    """Up to ``max_images`` whole images of ``source`` (as for :func:`load_calibration`; None: the default
+    set) letterboxed to ``input_size`` (H, W). Raises InputError when the source has fewer than 2 images."""
+    from edgepose.calib.dataset import default_calibration_set
+    from edgepose.calib.sources import open_source
+    from edgepose.detector import letterbox
+
+    if max_images < 2:
+        raise InputError("max_images must be at least 2 (calibration plus held-out images), got %d" % max_images)
+    src = open_source(default_calibration_set(progress=progress is True) if source is None else source, images_dir)
+    title = "Reading calibration images from %s" % src.describe()
+    bar = ProgressBar(title, persons=False) if progress is True else None
+    report = bar or progress or _no_progress
+    canvases, origins = [], []
+    total = min(len(src), max_images)
+    try:
+        for image, origin in src.images():
+            canvases.append(letterbox(image, tuple(input_size))[0])
+            origins.append(origin)
+            report(len(canvases), total, 0)
+            if len(canvases) >= max_images:
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+    if len(canvases) < 2:
+        raise InputError("calibration source %s gave %d image%s; a detector needs at least 2 (a few hundred is best)"
+                         % (src.path, len(canvases), "" if len(canvases) == 1 else "s"))
+    images, held_out, ordered = split_held_out(np.stack(canvases), origins)
+    return ImageSet(images, held_out, src.describe(), ordered)

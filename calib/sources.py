@@ -19,7 +19,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, List, Optional, Sequence
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -75,6 +75,10 @@ class PersonSource:
         """Frames in visiting order; ``detector`` (a YoloxDetector) when ``needs_detector``."""
         raise NotImplementedError
 
+    def images(self) -> Iterator[Tuple[np.ndarray, str]]:
+        """(BGR image, origin) of every frame in visiting order, persons or not (a detector's calibration)."""
+        raise NotImplementedError
+
     def describe(self) -> str:
         return "%s %s" % (self.kind, self.path)
 
@@ -91,26 +95,29 @@ class ImageFolderSource(PersonSource):
 
     def __init__(self, path: Path) -> None:
         super().__init__(path)
-        self.images = images_in(path)
-        if not self.images:
+        self.paths = images_in(path)
+        if not self.paths:
             raise InputError("calibration folder %s has no images (%s); pass a folder of photos with "
                              "people in them" % (path, ", ".join(IMAGE_SUFFIXES)))
 
     def files(self) -> List[Path]:
-        return list(self.images)
+        return list(self.paths)
 
     def __len__(self) -> int:
-        return len(self.images)
+        return len(self.paths)
 
     def frames(self, detector=None) -> Iterator[PersonFrame]:
-        for i in spread_order(len(self.images)):
-            path = self.images[i]
-            image = read_calib_image(path)
-            yield PersonFrame(image, detector.detect(image)[:, :4].astype(np.float64), path.name)
+        for image, origin in self.images():
+            yield PersonFrame(image, detector.detect(image)[:, :4].astype(np.float64), origin)
+
+    def images(self) -> Iterator[Tuple[np.ndarray, str]]:
+        for i in spread_order(len(self.files())):
+            path = self.files()[i]
+            yield read_calib_image(path), path.name
 
     def no_persons_hint(self) -> str:
         return ("the person detector found nobody in its %d images; pass a folder of photos with people "
-                "in them" % len(self.images))
+                "in them" % len(self.paths))
 
 
 class SampledVideoSource(PersonSource):
@@ -141,6 +148,10 @@ class SampledVideoSource(PersonSource):
         return min(self.max_frames, -(-self.frame_count // self.step))
 
     def frames(self, detector=None) -> Iterator[PersonFrame]:
+        for image, origin in self.images():
+            yield PersonFrame(image, detector.detect(image)[:, :4].astype(np.float64), origin)
+
+    def images(self) -> Iterator[Tuple[np.ndarray, str]]:
         cap = cv2.VideoCapture(str(self.path))
         try:
             index = used = 0
@@ -150,8 +161,7 @@ class SampledVideoSource(PersonSource):
                     break
                 if index % self.step == 0:
                     used += 1
-                    yield PersonFrame(image, detector.detect(image)[:, :4].astype(np.float64),
-                                "%s#%d" % (self.path.name, index))
+                    yield image, "%s#%d" % (self.path.name, index)
                 index += 1
         finally:
             cap.release()
@@ -207,6 +217,11 @@ class CocoSource(PersonSource):
             name = self.coco.loadImgs(image_id)[0]["file_name"]
             yield PersonFrame(read_calib_image(self.images_dir / name), boxes, name)
 
+    def images(self) -> Iterator[Tuple[np.ndarray, str]]:
+        for i in spread_order(len(self.image_ids)):
+            name = self.coco.loadImgs(self.image_ids[i])[0]["file_name"]
+            yield read_calib_image(self.images_dir / name), name
+
     def no_persons_hint(self) -> str:
         return "it has no person annotations with labelled keypoints; pass a COCO person_keypoints file"
 
@@ -232,6 +247,10 @@ class CalibrationSetSource(PersonSource):
         for i in range(len(self.patches)):
             yield PersonFrame(self.patches.image(i), self.patches.boxes[i:i + 1].astype(np.float64),
                         "%s#%d" % (self.path.name, i))
+
+    def images(self) -> Iterator[Tuple[np.ndarray, str]]:
+        for i in range(len(self.patches)):
+            yield self.patches.image(i), "%s#%d" % (self.path.name, i)
 
 
 def open_source(source: PathLike, images_dir: Optional[PathLike] = None) -> PersonSource:

@@ -1,8 +1,10 @@
 """The whole ``edgepose convert`` flow: source -> FP32 ONNX -> FP16 / INT8 variant -> TensorRT engine.
 
-The source is a zoo name (built from GluonCV weights) or a top-down heatmap ONNX (normalised
-first unless it already is an edgepose model). Each step is one call into its own module; this
-file only decides names and order.
+The source is a zoo name (built from GluonCV weights), a top-down heatmap ONNX, or a YOLOX person
+detector ONNX, recognised by its inputs and outputs (each normalised first unless it already is an
+edgepose model). Detector conversions go to ``$EDGEPOSE_HOME/detectors`` (where the default detector
+lookup finds the FP32 one), pose conversions to ``$EDGEPOSE_HOME/models``. Each step is one call into
+its own module; this file only decides names and order.
 """
 from __future__ import annotations
 
@@ -96,15 +98,21 @@ def convert_model(source: str, *, output: Optional[PathLike] = None, precision: 
     check_request(precision, out, engine, calib, target, method)
     onnx_out = out if out is not None and out.suffix == ".onnx" else None
     result = ConvertResult(precision=precision)
+    source_path = Path(source)
+    from_onnx = source_path.suffix == ".onnx" or source_path.is_file()
+    if from_onnx and (weights is not None or random):
+        raise InputError("--weights/--random-weights apply to zoo names, not to an ONNX source")
+    detector_source = from_onnx and source_path.is_file() and _is_detector(source_path)
+    if detector_source and detector is not None:
+        raise InputError("--detector finds the persons a pose model calibrates on; %s is itself a detector, which "
+                         "calibrates on whole images: leave --detector out" % source_path)
     with tempfile.TemporaryDirectory(prefix="edgepose-convert-") as scratch:
         # Intermediates go to scratch when the user named the ONNX output; otherwise (no -o, or -o naming
         # an engine) every ONNX is a conversion worth keeping, in the cache.
-        folder = Path(scratch) if onnx_out is not None else cache_dir("models")
-        source_path = Path(source)
-        if source_path.suffix == ".onnx" or source_path.is_file():
-            if weights is not None or random:
-                raise InputError("--weights/--random-weights apply to zoo names, not to an ONNX source")
-            fp32, base = _fp32_from_onnx(source_path, folder, onnx_out if precision == "fp32" else None, result, say)
+        folder = Path(scratch) if onnx_out is not None else cache_dir("detectors" if detector_source else "models")
+        if from_onnx:
+            fp32, base = _fp32_from_onnx(source_path, folder, onnx_out if precision == "fp32" else None, result, say,
+                                         detector_source)
         else:
             fp32, base = _fp32_from_zoo(source, folder, onnx_out if precision == "fp32" else None, weights,
                                         random, seed, download, result, say)
@@ -117,13 +125,22 @@ def convert_model(source: str, *, output: Optional[PathLike] = None, precision: 
             final = save_onnx(to_fp16(load_onnx(fp32)), onnx_out or folder / variant_name(base, "fp16", target))
             result.files.append(final)
         elif precision == "int8":
-            from edgepose.converters.precision import make_int8
             from edgepose.converters.quantize import DEFAULT_METHOD
 
             say("Calibrating and quantising to INT8 (%s form) ..." % target)
-            report = make_int8(fp32, onnx_out or folder / variant_name(base, "int8", target), calib_source=calib,
-                               target=target, method=method or DEFAULT_METHOD, force=force, detector=detector,
-                               fp16_fallback=fp16_fallback, fallback_path=onnx_out)
+            int8_out = onnx_out or folder / variant_name(base, "int8", target)
+            if detector_source:
+                from edgepose.converters.detector_int8 import make_detector_int8
+
+                report = make_detector_int8(fp32, int8_out, calib_source=calib, target=target,
+                                            method=method or DEFAULT_METHOD, force=force,
+                                            fp16_fallback=fp16_fallback, fallback_path=onnx_out)
+            else:
+                from edgepose.converters.precision import make_int8
+
+                report = make_int8(fp32, int8_out, calib_source=calib, target=target, method=method or DEFAULT_METHOD,
+                                   force=force, detector=detector, fp16_fallback=fp16_fallback,
+                                   fallback_path=onnx_out)
             result.notes += report.lines()[:-1]
             result.precision = report.precision
             final = report.path
@@ -154,10 +171,17 @@ def _fp32_from_zoo(name: str, folder: Path, out: Optional[Path], weights: Option
     return exported.path, base
 
 
+def _is_detector(path: Path) -> bool:
+    from edgepose.converters.yolox import is_yolox
+
+    return is_yolox(path)
+
+
 def _fp32_from_onnx(path: Path, folder: Path, out: Optional[Path], result: ConvertResult,
-                    say: Callable[[str], None]):
+                    say: Callable[[str], None], detector: bool = False):
     from edgepose.converters.onnx_io import save_onnx
     from edgepose.converters.normalize import normalize_foreign
+    from edgepose.converters.yolox import normalize_yolox
 
     if not path.is_file():
         raise InputError("%s is neither a zoo name (see `edgepose zoo`) nor an existing ONNX file" % path)
@@ -168,9 +192,9 @@ def _fp32_from_onnx(path: Path, folder: Path, out: Optional[Path], result: Conve
     target = out or folder / (base + "-edgepose.onnx")
     if target.resolve() == path.resolve():
         raise InputError("-o would overwrite the source %s; choose another output" % path)
-    fp32 = save_onnx(normalize_foreign(path), target)
+    fp32 = save_onnx(normalize_yolox(path) if detector else normalize_foreign(path), target)
     result.files.append(fp32)
-    result.notes.append("%s: normalised to an edgepose FP32 model" % path.name)
+    result.notes.append("%s: normalised to an edgepose FP32 %s" % (path.name, "detector" if detector else "model"))
     return fp32, base
 
 

@@ -28,7 +28,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgepose.converters.onnx_io import check_and_infer
 from edgepose.converters.rewrite import unique_name
-from edgepose.meta import ModelMeta, read_onnx_props, update_onnx_props
+from edgepose.meta import ModelMeta, encode_prop, read_onnx_props, update_onnx_props
 
 log = logging.getLogger(__name__)
 
@@ -124,5 +124,5 @@ def to_fp16(model: onnx.ModelProto, keep_fp32_ops: Iterable[str] = DEFAULT_KEEP_
     del graph.value_info[:]
     props = read_onnx_props(model)
     if ModelMeta.has_edgepose_props(props):
-        update_onnx_props(model, ModelMeta.from_props(props, precision="fp16").to_props())
+        update_onnx_props(model, encode_prop("precision", "fp16"))
     return check_and_infer(model)

@@ -35,7 +35,7 @@ MIN_OPSET = 7
 BATCH = "batch"
 
 
-def _load(model_or_path: Union[onnx.ModelProto, PathLike]) -> Tuple[onnx.ModelProto, str, str]:
+def load_model(model_or_path: Union[onnx.ModelProto, PathLike]) -> Tuple[onnx.ModelProto, str, str]:
     """(a copy of the model, its label for messages, SHA-1 of its file or "unknown")."""
     if isinstance(model_or_path, onnx.ModelProto):
         model = onnx.ModelProto()
@@ -234,7 +234,7 @@ def _check_reshapes(graph: onnx.GraphProto, image: str, label: str) -> None:
                     % (label, node.name or node.output[0], shape, node.input[1]))
 
 
-def _checked(model: onnx.ModelProto, label: str, stage: str, strict: bool) -> onnx.ModelProto:
+def checked(model: onnx.ModelProto, label: str, stage: str, strict: bool) -> onnx.ModelProto:
     """``model`` with inferred shapes; ``strict`` also runs the full checker."""
     try:
         model = check_and_infer(model, strict)
@@ -300,9 +300,21 @@ def normalize_foreign(model_or_path: Union[onnx.ModelProto, PathLike], *, name: 
     Options that are not None override the model's edgepose metadata (if it has any) and the
     defaults; ``weights_sha1`` is the SHA-1 of the source file ("unknown" for a ModelProto).
     """
-    model, label, sha1 = _load(model_or_path)
-    model = _checked(model, label, "as given", strict=False)  # fills in undeclared output shapes
+    model, label, sha1 = load_model(model_or_path)
+    model = checked(model, label, "as given", strict=False)  # fills in undeclared output shapes
     image = _image_io(model.graph, label)
+    model = normalize_graph(model, image.name, label)
+    meta = _meta(model, label, sha1, dict(name=name, input_size=input_size, mean=mean, std=std,
+                                          color_order=color_order, decoder=decoder, keypoints=keypoints,
+                                          flip_pairs=flip_pairs))
+    update_onnx_props(model, meta.to_props())
+    return model
+
+
+def normalize_graph(model: onnx.ModelProto, image: str, label: str) -> onnx.ModelProto:
+    """The steps every foreign model goes through (IR version, weights as initialisers, BatchNorm folded,
+    opset :data:`OPSET`, no batch of 1 baked into a Reshape, dynamic batch on the image input ``image``
+    and the first output), checked strictly. ``model`` has its inputs cleaned and shapes inferred."""
     model.ir_version = IR_VERSION  # initialisers need not be graph inputs from IR 4 on
     # BatchNorm goes before the opset upgrade: the converter refuses the spatial=0 of MXNet's exporter
     _constants_to_initializers(model.graph)
@@ -312,13 +324,8 @@ def normalize_foreign(model_or_path: Union[onnx.ModelProto, PathLike], *, name: 
     model = _upgrade_opset(model, label)
     graph = model.graph
     _constants_to_initializers(graph)  # the converter turns Clip's min/max attributes into Constant nodes
-    _check_reshapes(graph, image.name, label)
+    _check_reshapes(graph, image, label)
     _set_batch(graph.input[0])
     _set_batch(graph.output[0])
     del graph.value_info[:]  # inferred again below, with the dynamic batch
-    model = _checked(model, label, "after normalisation", strict=True)
-    meta = _meta(model, label, sha1, dict(name=name, input_size=input_size, mean=mean, std=std,
-                                          color_order=color_order, decoder=decoder, keypoints=keypoints,
-                                          flip_pairs=flip_pairs))
-    update_onnx_props(model, meta.to_props())
-    return model
+    return checked(model, label, "after normalisation", strict=True)

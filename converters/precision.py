@@ -19,7 +19,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Optional, Tuple, Union
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -85,7 +85,7 @@ def fp16_path_for(out_path: Path) -> Path:
     return out_path.with_name(out_path.stem + "-fp16" + out_path.suffix)
 
 
-def _write_fp16(fp32_path: PathLike, out_path: Path) -> Path:
+def write_fp16(fp32_path: PathLike, out_path: Path) -> Path:
     from edgepose.converters.fp16 import to_fp16
 
     return save_onnx(to_fp16(load_onnx(fp32_path)), out_path)
@@ -109,32 +109,41 @@ def _finish_int8(tmp: str, out_path: Path, result: Agreement, estimate: LossEsti
     return save_onnx(model, out_path)
 
 
-def _scored(fp32_path: PathLike, calib, meta: ModelMeta, tmp: str, quantize: Callable[[np.ndarray, str], object],
-            folds: int = CV_FOLDS) -> Tuple[np.ndarray, np.ndarray, str]:
-    """Quantise the model kept into ``tmp`` and score persons it, or a fold model, was not calibrated on.
+def score_unseen(train: np.ndarray, held_out: np.ndarray, tmp: str, quantize: Callable[[np.ndarray, str], object],
+                 run: Callable[[str, np.ndarray], Sequence], hold_out_min: int, unit: str,
+                 folds: int = CV_FOLDS) -> Tuple[list, list, str]:
+    """Quantise the model kept into ``tmp`` and score items it, or a fold model, was not calibrated on.
 
-    Returns FP32 and INT8 heatmaps of the scored persons and a description of the scheme (module docstring).
+    ``run(model_path, items)`` gives one output per item (``tmp``'s path for the quantised model; the FP32
+    model is the caller's). With at least ``hold_out_min`` held-out items those, else cross-validation
+    (module docstring). Returns (the scored items, their quantised outputs, the scheme in words, ``unit``
+    naming the items).
     """
-    if len(calib.held_out) >= HOLD_OUT_MIN:
-        quantize(calib.crops, tmp)
-        return (model_heatmaps(fp32_path, calib.held_out), model_heatmaps(tmp, calib.held_out),
-                "%d held-out persons (calibrated on the other %d)" % (len(calib.held_out), len(calib.crops)))
-    crops = np.concatenate([calib.crops, calib.held_out])
-    k = min(folds, len(crops))
-    fold_of = np.arange(len(crops)) % k
-    int8 = None
+    if len(held_out) >= hold_out_min:
+        quantize(train, tmp)
+        return (list(held_out), list(run(tmp, held_out)),
+                "%d held-out %s (calibrated on the other %d)" % (len(held_out), unit, len(train)))
+    items = np.concatenate([train, held_out])
+    k = min(folds, len(items))
+    fold_of = np.arange(len(items)) % k
+    outputs: list = [None] * len(items)
     with tempfile.TemporaryDirectory(prefix="edgepose-gate-") as folder:
         for f in range(k):
             fold_model = os.path.join(folder, "fold%d.onnx" % f)
-            quantize(crops[fold_of != f], fold_model)
-            heatmaps = model_heatmaps(fold_model, crops[fold_of == f])
-            if int8 is None:
-                int8 = np.empty((len(crops),) + heatmaps.shape[1:], heatmaps.dtype)
-            int8[fold_of == f] = heatmaps
-    quantize(crops, tmp)
-    return (model_heatmaps(fp32_path, crops), int8,
-            "%d-fold cross-validation over all %d persons (each scored by a model not calibrated on it)"
-            % (k, len(crops)))
+            quantize(items[fold_of != f], fold_model)
+            for i, out in zip(np.flatnonzero(fold_of == f), run(fold_model, items[fold_of == f])):
+                outputs[i] = out
+    quantize(items, tmp)
+    return (list(items), outputs, "%d-fold cross-validation over all %d %s (each scored by a model not calibrated "
+            "on it)" % (k, len(items), unit))
+
+
+def _scored(fp32_path: PathLike, calib, tmp: str, quantize: Callable[[np.ndarray, str], object]
+            ) -> Tuple[np.ndarray, np.ndarray, str]:
+    """FP32 and INT8 heatmaps of persons the scored INT8 model was not calibrated on (module docstring)."""
+    crops, int8, scheme = score_unseen(calib.crops, calib.held_out, tmp, quantize, model_heatmaps, HOLD_OUT_MIN,
+                                       "persons")
+    return model_heatmaps(fp32_path, np.stack(crops)), np.stack(int8), scheme
 
 
 def make_int8(fp32_path: PathLike, out_path: PathLike, *, calib_source: Optional[PathLike] = None,
@@ -171,7 +180,7 @@ def make_int8(fp32_path: PathLike, out_path: PathLike, *, calib_source: Optional
     fd, tmp = tempfile.mkstemp(prefix="." + out_path.name + ".", suffix=".tmp", dir=str(out_path.parent))
     os.close(fd)
     try:
-        fp32_hm, int8_hm, scheme = _scored(fp32_path, calib, meta, tmp, quantize)
+        fp32_hm, int8_hm, scheme = _scored(fp32_path, calib, tmp, quantize)
         result = compare_heatmaps(fp32_hm, int8_hm, meta.input_size)
         estimate = estimate_loss(fp32_hm, int8_hm, meta.input_size)
         decision = decide(estimate, tolerance, min_persons)
@@ -193,6 +202,6 @@ def make_int8(fp32_path: PathLike, out_path: PathLike, *, calib_source: Optional
     failure = "INT8 failed the accuracy gate: %s%s" % (decision.why, " (worst joints: %s)" % worst if worst else "")
     if not fp16_fallback:
         raise AccuracyGateError("%s of %s. Nothing was written; %s." % (failure, fp32_path, advice))
-    path = _write_fp16(fp32_path, Path(fallback_path) if fallback_path is not None else fp16_path_for(out_path))
+    path = write_fp16(fp32_path, Path(fallback_path) if fallback_path is not None else fp16_path_for(out_path))
     reason = "%s, so the FP16 model was written instead; %s." % (failure, advice)
     return Int8Report(path=path, precision="fp16", fell_back=True, reason=reason, **report)

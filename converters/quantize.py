@@ -16,7 +16,13 @@ after it moves before the DepthToSpace and fuses into the Conv): ORT has no quan
 and TensorRT's INT8 deconvolution has a history of bugs. The FP32 function does not change.
 
 The final heatmap convolution stays FP32 (``exclude_final``): its input is quantised, its weights
-and output are not, so the arg-max and the quarter-pixel step see FP32 heatmaps.
+and output are not, so the arg-max and the quarter-pixel step see FP32 heatmaps. In a YOLOX detector
+(``edgepose.kind`` "detector") the head's prediction convolutions and everything after them stay FP32
+the same way (:func:`head_nodes`): box offsets go through exp, and scores are compared with a threshold. The
+tensorrt form keeps its depthwise convolutions in FP32 too: per-tensor INT8 of their inputs wipes out
+the channels of small range, which no other channel mixes back in (YOLOX-Nano's scores drop by 0.57
+on average with them quantised, by 0.01 without; ``benchmarks/RESULTS.md`` "## Detector INT8"). The
+cpu form quantises them, for speed, and is gated.
 """
 from __future__ import annotations
 
@@ -27,7 +33,7 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Dict, Iterator, Mapping, Optional
+from typing import Dict, Iterator, List, Mapping, Optional
 
 import numpy as np
 import onnx
@@ -36,7 +42,8 @@ from edgepose.converters.onnx_io import load_onnx, save_onnx
 from edgepose.converters.rewrite import deconv_to_conv_depth_to_space
 from edgepose.errors import InputError, MissingDependencyError, ModelFileError
 from edgepose.fileio import PathLike
-from edgepose.meta import KEY_INT8_CALIBRATION, KEY_INT8_TARGET, TARGETS, ModelMeta, read_onnx_props, write_onnx_props
+from edgepose.meta import (KEY_INT8_CALIBRATION, KEY_INT8_TARGET, TARGETS, encode_prop, model_kind, prop_value,
+                           read_onnx_props, write_onnx_props)
 
 
 METHODS = ("minmax", "entropy", "percentile")
@@ -68,6 +75,32 @@ def final_heatmap_node(model: onnx.ModelProto) -> onnx.NodeProto:
         name = node.input[0]
     raise ModelFileError("found no convolution producing the output %r; is this a heatmap model?"
                          % model.graph.output[0].name)
+
+
+def head_nodes(model: onnx.ModelProto) -> List[str]:
+    """The nodes between the last convolutions and the outputs, those convolutions included: walking back
+    from each graph output through every input, stopping at (and keeping) each Conv/ConvTranspose."""
+    producers = {o: n for n in model.graph.node for o in n.output}
+    todo = [o.name for o in model.graph.output]
+    seen: List[str] = []
+    while todo:
+        node = producers.get(todo.pop())
+        if node is None or node.name in seen:
+            continue
+        seen.append(node.name)
+        if node.op_type not in ("Conv", "ConvTranspose"):
+            todo += list(node.input)
+    return seen
+
+
+def float_nodes(model: onnx.ModelProto, target: str) -> List[str]:
+    """The nodes ``exclude_final`` keeps in floating point: the final heatmap convolution of a pose model;
+    the head (:func:`head_nodes`) of a detector, and for ``target`` tensorrt its depthwise convolutions."""
+    if model_kind(read_onnx_props(model)) != "detector":
+        return [final_heatmap_node(model).name]
+    depthwise = [n.name for n in model.graph.node if n.op_type == "Conv" and target == "tensorrt"
+                 and any(a.name == "group" and a.i > 1 for a in n.attribute)]
+    return head_nodes(model) + depthwise
 
 
 def prepare_graph(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -137,7 +170,7 @@ def quantize_model(model: onnx.ModelProto, calib: np.ndarray, *, target: str = "
     options = quantizer_options(target, method)
     options["extra_options"]["CalibStridedMinMax"] = 1
     if exclude_final:
-        options["nodes_to_exclude"] = [final_heatmap_node(model).name]
+        options["nodes_to_exclude"] = float_nodes(model, target)
     with tempfile.TemporaryDirectory(prefix="edgepose-int8-") as tmp, _quiet():
         prepared, quantized = os.path.join(tmp, "prepared.onnx"), os.path.join(tmp, "int8.onnx")
         onnx.save(model, prepared)
@@ -164,21 +197,21 @@ def quantize_int8(fp32_path: PathLike, calib: np.ndarray, out_path: PathLike, *,
     """Quantise the FP32 model at ``fp32_path`` with calibration crops ``calib`` (N, 3, H, W) float32 and
     write the Q/DQ model to ``out_path`` (atomically). Returns ``out_path``.
 
-    The edgepose metadata is kept with ``precision`` "int8"; ``edgepose.int8_target`` holds ``target``
+    The model is a pose model or a detector (its ``edgepose.kind``); its edgepose metadata is kept with
+    ``precision`` "int8"; ``edgepose.int8_target`` holds ``target``
     and ``edgepose.int8_calibration`` a JSON object with the method, the number of crops and
     ``provenance`` (e.g. the calibration source).
     """
     quantizer_options(target, method)  # check both before the work starts
     model = load_onnx(fp32_path)
     props = read_onnx_props(model)
-    meta = ModelMeta.from_props(props)
-    if meta.precision != "fp32":
+    precision = str(prop_value(props, "precision", "fp32"))
+    if precision != "fp32":
         raise ModelFileError("%s is already %s (its edgepose.precision); quantise the FP32 model"
-                             % (fp32_path, meta.precision.upper()))
+                             % (fp32_path, precision.upper()))
     result = quantize_model(prepare_graph(model), calib, target=target, method=method,
                             exclude_final=exclude_final)
-    meta.precision = "int8"
-    props.update(meta.to_props())
+    props.update(encode_prop("precision", "int8"))
     props[KEY_INT8_TARGET] = json.dumps(target)
     props[KEY_INT8_CALIBRATION] = json.dumps(dict(method=method, crops=int(len(calib)), **(provenance or {})))
     write_onnx_props(result, props)

@@ -1,16 +1,18 @@
 """Person boxes for top-down pose: a YOLOX detector behind the same backends as the pose model.
 
-Works with YOLOX models that keep the raw head output (the default of YOLOX's ``export_onnx.py``
-and the official release files): input ``(1, 3, H, W)`` float32 BGR in 0..255, output
-``(1, A, 5 + C)`` with rows ``(x, y, w, h, objectness, C class probabilities)`` over the stride
-8/16/32 grids, as an ONNX file (ONNX Runtime), a TensorRT engine built from one, or a model on a
-Triton server (:mod:`edgepose.backends`). The detector letterboxes, decodes the grids, keeps the
-wanted classes and runs class-aware NMS.
+Works with YOLOX models: input ``(1 or N, 3, H, W)`` float32 BGR in 0..255, output
+``(1 or N, A, 5 + C)`` with rows ``(x, y, w, h, objectness, C class probabilities)`` over the stride
+8/16/32 grids, boxes raw (the default of YOLOX's ``export_onnx.py`` and the official release files) or
+decoded to pixels in the graph (``--decode_in_inference``; ``edgepose.decode_in_graph`` in a converted
+model's metadata, else found by running the model once), as an ONNX file (ONNX Runtime), a TensorRT
+engine built from one, or a model on a Triton server (:mod:`edgepose.backends`). The detector
+letterboxes, decodes the grids, keeps the wanted classes and runs class-aware NMS; a model with a
+dynamic batch detects in several images with one call (:meth:`YoloxDetector.detect_batch`).
 """
 import os
 import threading
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -20,6 +22,8 @@ from edgepose.cache import cache_dir, cache_root
 from edgepose.download import download as download_file
 from edgepose.errors import InputError, InputTypeError, ModelFileError
 from edgepose.fileio import existing_file
+from edgepose.meta import prop_value
+from edgepose.models import parse_file_name
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -66,6 +70,12 @@ def decode_boxes(pred: np.ndarray, grid: np.ndarray, stride: np.ndarray) -> np.n
     return np.concatenate([xy - half_wh, xy + half_wh], axis=1)
 
 
+def boxes_in_pixels(pred: np.ndarray) -> bool:
+    """Whether YOLOX rows (A, 5 + C) of a grey canvas carry decoded boxes (centres in pixels: their
+    median is far beyond the raw grid offsets, which stay within a cell or two)."""
+    return bool(np.median(np.abs(pred[:, :2])) > STRIDES[0])
+
+
 def nms(
     boxes: np.ndarray, scores: np.ndarray, iou_thresh: float, labels: Optional[np.ndarray] = None
 ) -> np.ndarray:
@@ -93,7 +103,8 @@ class YoloxDetector:
     from the name, as for :class:`edgepose.Runtime`. ``providers`` and ``intra_op_threads`` are ONNX
     Runtime's (default: the CPU); other keyword arguments go to the backend (TensorRT: ``device``;
     Triton: ``protocol``, ``timeout``, ``wait``...). ``input_size`` is the network's (H, W), read from
-    the model's input shape. One detector may be shared by threads.
+    the model's input shape; ``batched`` whether its batch is dynamic (:meth:`detect_batch` then runs
+    one call); ``decode_in_graph`` whether its boxes come out decoded. One detector may be shared by threads.
     """
 
     def __init__(
@@ -140,11 +151,28 @@ class YoloxDetector:
         image, best score first; (0, 5) when nothing is found.
         """
         _check_image(image)
-        canvas, ratio = letterbox(image, self.input_size)
+        return self.detect_batch([image], image_is_rgb)[0]
+
+    def detect_batch(self, images: Sequence[np.ndarray], image_is_rgb: bool = False) -> List[np.ndarray]:
+        """:meth:`detect` for several images: one model call for all of them when the model's batch is
+        dynamic (in chunks of the backend's batch limit), else one call per image. Returns one (N, 5)
+        array per image, in order."""
+        for image in images:
+            _check_image(image)
+        boxed = [letterbox(image, self.input_size) for image in images]
+        if not boxed:
+            return []
+        blob = np.stack([canvas for canvas, _ in boxed]).transpose(0, 3, 1, 2)
         if image_is_rgb:
-            canvas = canvas[:, :, ::-1]
-        pred = self._run(canvas.transpose(2, 0, 1)[None].astype(np.float32))[0]
-        return self._postprocess(pred, ratio, image.shape[:2])
+            blob = blob[:, ::-1]
+        blob = blob.astype(np.float32)
+        if self.batched:
+            with self._lock:
+                preds = self.backend.run_chunked(blob)
+        else:
+            preds = np.concatenate([self._run(blob[i:i + 1]) for i in range(len(blob))])
+        return [self._postprocess(pred, ratio, image.shape[:2])
+                for pred, (_, ratio), image in zip(preds, boxed, images)]
 
     def close(self) -> None:
         """Release the backend (its session, device buffers or server connections)."""
@@ -166,7 +194,11 @@ class YoloxDetector:
         labels = probs.argmax(axis=1)
         scores = probs[np.arange(len(probs)), labels]
         cand = np.flatnonzero(scores > self.score_thresh)
-        boxes = decode_boxes(pred[cand], self._grid[cand], self._stride[cand]) / ratio
+        if self.decode_in_graph:
+            xy, half_wh = pred[cand, :2], pred[cand, 2:4] / 2
+            boxes = np.concatenate([xy - half_wh, xy + half_wh], axis=1) / ratio
+        else:
+            boxes = decode_boxes(pred[cand], self._grid[cand], self._stride[cand]) / ratio
         boxes[:, 0::2] = boxes[:, 0::2].clip(0, image_hw[1])
         boxes[:, 1::2] = boxes[:, 1::2].clip(0, image_hw[0])
         nonempty = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
@@ -187,11 +219,12 @@ class YoloxDetector:
                 f"fixed shape (1, 3, H, W) with H and W multiples of 32, got "
                 f"{tuple('N' if d is None else d for d in shape)}. Re-export it with a fixed input size."
             )
+        self.batched = shape[0] is None
         return int(shape[2]), int(shape[3])  # type: ignore[arg-type]
 
     def _check_output(self) -> int:
         """Run once on a grey canvas (also a warm-up) and check the output is YOLOX's raw head
-        (1, A, 5 + C) with probabilities in columns 4.. . Returns C."""
+        (1, A, 5 + C) with probabilities in columns 4.. and whether its boxes are decoded. Returns C."""
         outputs = self.backend.outputs
         out = self._run(np.full((1, 3) + self.input_size, PAD_VALUE, np.float32))
         anchors = len(self._grid)
@@ -203,13 +236,10 @@ class YoloxDetector:
             )
         elif out[0, :, 4:].min() < 0 or out[0, :, 4:].max() > 1:
             problem = "its objectness/class columns are not probabilities in [0, 1] (no sigmoid in the head)"
-        elif np.median(np.abs(out[0, :, :2])) > STRIDES[0]:
-            problem = (
-                "its box columns are already in pixels (exported with --decode_in_inference); "
-                "re-export without that flag"
-            )
         if problem:
             raise ModelFileError(f"{self.model_path} does not look like a YOLOX ONNX export: {problem}.")
+        decoded = prop_value(self.backend.metadata, "decode_in_graph")
+        self.decode_in_graph = boxes_in_pixels(out[0]) if decoded is None else bool(decoded)
         return out.shape[2] - 5
 
 
@@ -280,12 +310,15 @@ def offline_advice(option: str = "--detector FILE") -> str:
 
 
 def cached_detector() -> Optional[Path]:
-    """A YOLOX .onnx in ``cache_dir("detectors")``: ``yolox_nano.onnx`` if there, else the newest ``*.onnx``."""
+    """A YOLOX .onnx in ``cache_dir("detectors")``: ``yolox_nano.onnx`` if there, else the newest FP32
+    ``*.onnx`` (``edgepose convert`` writes its FP16/INT8 conversions there too, named ``-fp16``/``-int8``/
+    ``-int8-cpu``: those are used when named, never by default)."""
     folder = cache_dir("detectors")
     known = folder / YOLOX_NANO_FILE
     if known.is_file():
         return known
-    others = [p for p in folder.glob("*.onnx") if p.is_file() and not p.name.startswith(".")]
+    others = [p for p in folder.glob("*.onnx") if p.is_file() and not p.name.startswith(".")
+              and parse_file_name(p.name)[1] == "fp32"]
     return max(others, key=lambda p: (p.stat().st_mtime, p.name)) if others else None
 
 

@@ -1,9 +1,12 @@
-"""Model metadata: what a pose model says about itself, the one schema of the ``edgepose.*`` keys.
+"""Model metadata: what a pose model or a person detector says about itself, the one schema of the
+``edgepose.*`` keys.
 
 The exporter writes these fields into ONNX ``metadata_props`` (and engine sidecars); the
 runtime reads them back to configure pre- and post-processing. One module does both, so
 the two sides cannot drift apart. Every value is stored JSON-encoded under ``edgepose.<field>``:
-the fields of :class:`ModelMeta`, and the INT8 keys ``KEY_INT8_*`` written beside them.
+the fields of :class:`ModelMeta` (pose models), or of :class:`DetectorMeta` (YOLOX person detectors,
+which carry ``edgepose.kind`` = ``"detector"``; a model without that key is a pose model), and the INT8
+keys ``KEY_INT8_*`` written beside them.
 
 :func:`read_onnx_props`, :func:`write_onnx_props` and :func:`update_onnx_props` work on an onnx
 ``ModelProto`` without importing onnx; :func:`onnx_metadata_props` reads the props of an ONNX file
@@ -33,6 +36,35 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 #: The two crop/decode conventions of the zoo (reference §4.2/§5.3a and §4.4/§5.3c).
 DECODERS = ("simple", "alphapose")
+#: Values of ``edgepose.kind``; a model without the key is a pose model.
+KINDS = ("pose", "detector")
+KEY_KIND = PREFIX + "kind"
+
+
+def model_kind(props: Mapping[str, str]) -> str:
+    """``"detector"`` for a model whose metadata says so, else ``"pose"``."""
+    return "detector" if prop_value(props, "kind") == "detector" else "pose"
+
+
+def _decode_fields(cls: Any, props: Mapping[str, str], overrides: Mapping[str, object]) -> Dict[str, object]:
+    """The ``edgepose.<field>`` values of dataclass ``cls`` in ``props`` (JSON-decoded), then ``overrides``
+    that are not None; other keys are ignored."""
+    known = {f.name for f in fields(cls)}
+    values: Dict[str, object] = {}
+    for key, raw in props.items():
+        if not key.startswith(PREFIX) or key[len(PREFIX):] not in known:
+            continue
+        try:
+            values[key[len(PREFIX):]] = json.loads(raw)
+        except ValueError as err:
+            raise ModelFileError(
+                "model metadata %r is not valid JSON (%s); re-export the model with "
+                "`edgepose convert`" % (key, err)) from err
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    unknown = set(values) - known
+    if unknown:
+        raise TypeError("unknown metadata fields: %s" % ", ".join(sorted(unknown)))
+    return values
 
 
 @dataclass
@@ -86,27 +118,54 @@ class ModelMeta:
         ``overrides`` (values that are not None) win over the stored ones, which is how a
         model from elsewhere gets its input size or normalisation from the caller.
         """
-        known = {f.name for f in fields(cls)}
-        values: Dict[str, object] = {}
-        for key, raw in props.items():
-            if not key.startswith(PREFIX) or key[len(PREFIX):] not in known:
-                continue
-            try:
-                values[key[len(PREFIX):]] = json.loads(raw)
-            except ValueError as err:
-                raise ModelFileError(
-                    "model metadata %r is not valid JSON (%s); re-export the model with "
-                    "`edgepose convert`" % (key, err)) from err
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        unknown = set(values) - known
-        if unknown:
-            raise TypeError("unknown metadata fields: %s" % ", ".join(sorted(unknown)))
+        if model_kind(props) == "detector":
+            raise ModelFileError("this model is a person detector (edgepose.kind \"detector\"), not a pose model; "
+                                 "use it as the detector (--detector FILE, edgepose.YoloxDetector)")
+        values = _decode_fields(cls, props, overrides)
         return cls(**values)  # type: ignore[arg-type]
 
     @staticmethod
     def has_edgepose_props(props: Mapping[str, str]) -> bool:
         return any(k.startswith(PREFIX) for k in props)
 
+
+@dataclass
+class DetectorMeta:
+    """What a converted YOLOX person detector says about itself (``edgepose.kind`` = ``"detector"``).
+
+    Input: (N, 3, H, W) float32 BGR pixels 0..255, letterboxed top-left with grey 114. Output:
+    (N, A, 5 + ``num_classes``) rows over the ``strides`` grids, A = sum((H // s) * (W // s)): box,
+    objectness, class probabilities; the box is raw grid offsets, or image-input pixels (cx, cy, w, h)
+    when ``decode_in_graph``. ``person_class``: the class id of persons.
+    """
+
+    kind: str = "detector"
+    name: str = "yolox"
+    input_size: Tuple[int, int] = (416, 416)  # (H, W)
+    strides: Tuple[int, ...] = (8, 16, 32)
+    decode_in_graph: bool = False
+    num_classes: int = 80
+    person_class: int = 0
+    color_order: str = "BGR"
+    weights_sha1: str = "unknown"
+    precision: str = "fp32"
+    source: str = "unknown"
+    edgepose_version: str = ""
+
+    def __post_init__(self) -> None:
+        self.input_size = (int(self.input_size[0]), int(self.input_size[1]))
+        self.strides = tuple(int(s) for s in self.strides)
+        if self.kind != "detector":
+            raise ModelFileError("detector metadata names kind %r; expected \"detector\"" % self.kind)
+
+    def to_props(self) -> Dict[str, str]:
+        """Encode as ONNX ``metadata_props`` key/value strings."""
+        return {PREFIX + k: json.dumps(v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_props(cls, props: Mapping[str, str], **overrides: object) -> "DetectorMeta":
+        """Decode ``metadata_props`` of a detector (``overrides`` that are not None win)."""
+        return cls(**_decode_fields(cls, props, overrides))  # type: ignore[arg-type]
 
 
 

@@ -7,6 +7,10 @@
 (ONNX ``metadata_props``, read here without the onnx package; an engine's sidecar) and, where it
 says nothing, by its name.
 
+Converted YOLOX person detectors live in ``$EDGEPOSE_HOME/detectors`` (the default detector lookup
+searches there); :func:`list_conversions` lists them too, with ``kind`` "detector" (their metadata's
+``edgepose.kind``; every file in that folder is a detector), and a pose model name never means one.
+
 A name (a zoo name, ``NAME:HASHTAG``, or the name of a converted foreign model) can have several
 conversions. Unless ``precision``/``target`` narrow them, the one used is the first in this order:
 
@@ -28,7 +32,7 @@ from edgepose.cache import cache_dir
 from edgepose.engine_info import ENGINE_SUFFIXES, is_engine, read_sidecar, sidecar_path
 from edgepose.errors import InputError, ModelFileError, did_you_mean
 from edgepose.fileio import PathLike
-from edgepose.meta import PRECISIONS, TARGETS, encode_prop, onnx_metadata_props, prop_value
+from edgepose.meta import PRECISIONS, TARGETS, encode_prop, model_kind, onnx_metadata_props, prop_value
 
 MODEL_SUFFIXES = (".onnx",) + ENGINE_SUFFIXES
 #: name tags convert writes (converters/convert.py variant_name), longest first
@@ -38,7 +42,8 @@ _PRECISION_TAGS = (("-int8-cpu", "int8", "cpu"), ("-int8", "int8", "tensorrt"), 
 @dataclass(frozen=True)
 class Conversion:
     """One model file: its name, precision, INT8 target (None unless INT8), weights (their SHA-1,
-    ``random``, or ``unknown`` for a file without edgepose metadata), form, size and date."""
+    ``random``, or ``unknown`` for a file without edgepose metadata), form, size, date and kind
+    (``pose`` or ``detector``)."""
 
     path: Path
     name: str
@@ -48,10 +53,12 @@ class Conversion:
     engine: bool
     size: int
     mtime: float
+    kind: str = "pose"
 
     @classmethod
-    def from_file(cls, path: PathLike) -> "Conversion":
-        """Describe ``path`` from its metadata, falling back on its name where the file says nothing."""
+    def from_file(cls, path: PathLike, kind: Optional[str] = None) -> "Conversion":
+        """Describe ``path`` from its metadata, falling back on its name where the file says nothing
+        (and on ``kind`` for a file whose metadata does not name one)."""
         path = Path(path)
         name, precision, target, random_weights = parse_file_name(path.name)
         props = _file_props(path)
@@ -59,8 +66,8 @@ class Conversion:
         target = str(prop_value(props, "int8_target", target)) if precision == "int8" else None
         weights_sha1 = str(prop_value(props, "weights_sha1", "random" if random_weights else "unknown"))
         stat = path.stat()
-        return cls(path, name, precision, target, weights_sha1, is_engine(path),
-                   stat.st_size, stat.st_mtime)
+        found = model_kind(props) if "edgepose.kind" in props else (kind or "pose")
+        return cls(path, name, precision, target, weights_sha1, is_engine(path), stat.st_size, stat.st_mtime, found)
 
     @property
     def random_weights(self) -> bool:
@@ -72,8 +79,9 @@ class Conversion:
         return self.weights_sha1 if self.weights_sha1 in ("random", "unknown") else "real"
 
     def describe(self) -> str:
-        """e.g. ``int8, cpu target, real weights`` or ``fp16, TensorRT engine, random weights``."""
-        parts = [self.precision] + (["%s target" % self.target] if self.target else [])
+        """e.g. ``int8, cpu target, real weights`` or ``detector, fp16, TensorRT engine, unknown weights``."""
+        parts = (["detector"] if self.kind == "detector" else []) + [self.precision]
+        parts += ["%s target" % self.target] if self.target else []
         return ", ".join(parts + (["TensorRT engine"] if self.engine else []) + ["%s weights" % self.weights])
 
     def as_dict(self) -> Dict[str, object]:
@@ -82,7 +90,7 @@ class Conversion:
         return {"file": self.path.name, "path": str(self.path), "name": self.name, "precision": self.precision,
                 "target": self.target, "weights": self.weights, "weights_sha1": self.weights_sha1,
                 "format": "engine" if self.engine else "onnx", "size": self.size, "mtime": self.mtime,
-                "modified": modified}
+                "modified": modified, "kind": self.kind}
 
 
 def parse_file_name(file_name: str) -> Tuple[str, str, Optional[str], bool]:
@@ -113,13 +121,15 @@ def preference(conversion: Conversion) -> tuple:
 
 
 def list_conversions(folder: Optional[PathLike] = None) -> List[Conversion]:
-    """Every model file in ``folder`` (default: the model cache), by name, then in the default order."""
-    folder = Path(folder) if folder is not None else cache_dir("models", create=False)
-    if not folder.is_dir():
-        return []
-    found = [Conversion.from_file(p) for p in folder.iterdir()
+    """Every model file in ``folder``, by name, then in the default order; default: the model cache and
+    the detectors folder (whose files are detectors)."""
+    if folder is None:
+        folders = [(cache_dir("models", create=False), None), (cache_dir("detectors", create=False), "detector")]
+    else:
+        folders = [(Path(folder), None)]
+    found = [Conversion.from_file(p, kind) for f, kind in folders if f.is_dir() for p in f.iterdir()
              if not p.name.startswith(".") and p.name.lower().endswith(MODEL_SUFFIXES) and p.is_file()]
-    return sorted(found, key=lambda c: (c.name,) + preference(c))
+    return sorted(found, key=lambda c: (c.kind, c.name) + preference(c))
 
 
 def check_choice(precision: Optional[str], target: Optional[str]) -> Tuple[Optional[str], Optional[str]]:
@@ -164,7 +174,7 @@ def find_model(spec: PathLike, precision: Optional[str] = None, target: Optional
     if path is not None:
         return _matching(Conversion.from_file(path), precision, target)
     name = zoo_name(text) or text
-    found = [c for c in list_conversions(folder) if c.name == name]
+    found = [c for c in list_conversions(folder) if c.name == name and c.kind == "pose"]
     if not found:
         raise _not_converted(text, name, folder)
     chosen = select(found, precision, target)

@@ -33,15 +33,15 @@ def zoo(as_json: bool = typer.Option(False, "--json", help="Print a JSON list in
 
 
 def convert(
-    source: str = typer.Argument(..., help="Zoo name (see `edgepose zoo`; also NAME:HASHTAG) or a top-down heatmap .onnx."),
+    source: str = typer.Argument(..., help="Zoo name (see `edgepose zoo`; also NAME:HASHTAG), a top-down heatmap .onnx, or a YOLOX person detector .onnx (recognised by its input and output; its conversions go to the cache's detectors/ folder)."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="GluonCV .params file to convert."),
     random_weights: bool = typer.Option(False, "--random-weights",
                                         help="Random weights, for speed trials and offline tests only."),
     seed: int = typer.Option(0, "--seed", help="Seed of --random-weights."),
     fp16: bool = typer.Option(False, "--fp16", help="Write an FP16 model (FP32 inputs and outputs)."),
     int8: bool = typer.Option(False, "--int8", help="Calibrate and write a Q/DQ INT8 model, checked by the accuracy gate."),
-    calib: Optional[Path] = typer.Option(None, "--calib", help="INT8 calibration persons: image folder, COCO keypoints "
-                                         ".json (images beside it), video, or calibration .npz (default: public set)."),
+    calib: Optional[Path] = typer.Option(None, "--calib", help="INT8 calibration persons (a detector: whole images): image "
+                                         "folder, COCO keypoints .json (images beside it), video, or calibration .npz (default: public set)."),
     target: str = typer.Option("tensorrt", "--target", help="INT8 form: tensorrt (symmetric, TensorRT) or cpu "
                                "(unsigned activations, fastest in ONNX Runtime on CPUs)."),
     method: Optional[str] = typer.Option(None, "--method", help="INT8 calibration: minmax, entropy or percentile."),
@@ -55,7 +55,7 @@ def convert(
                                           help="Final file (.onnx, or .engine with --engine); default: the edgepose model cache."),
     no_download: bool = typer.Option(False, "--no-download", help="Never download weights."),
 ) -> None:
-    """Convert a zoo model or a heatmap ONNX: FP32 (default), --fp16 or --int8, and optionally a TensorRT engine."""
+    """Convert a zoo model, a heatmap ONNX or a YOLOX detector ONNX: FP32 (default), --fp16 or --int8, and optionally a TensorRT engine."""
     require("onnx", "convert")
     from edgepose.converters.convert import convert_model
 

@@ -30,9 +30,14 @@ def models(
     from edgepose.errors import InputError, did_you_mean
     from edgepose.models import list_conversions, preference, select, zoo_name
 
+    from edgepose.detector import cached_detector
+
     folder = cache_dir("models", create=False)
-    every = list_conversions(folder)
-    defaults = {min((c for c in every if c.name == n), key=preference).path for n in {c.name for c in every}}
+    every = list_conversions()
+    poses = [c for c in every if c.kind == "pose"]
+    defaults = {min((c for c in poses if c.name == n), key=preference).path for n in {c.name for c in poses}}
+    detector = cached_detector() if cache_dir("detectors", create=False).is_dir() else None
+    defaults |= {detector} if detector is not None else set()
     chosen = every
     if name is not None:
         chosen = [c for c in every if c.path.name == name] or [c for c in every if c.name == (zoo_name(name) or name)]
@@ -50,15 +55,17 @@ def models(
         out.print("No conversions in %s yet; make one with `edgepose convert NAME` (`edgepose zoo` lists the names)."
                   % folder, highlight=False, markup=False)
         return
-    table = Table(title="Conversions in %s" % folder, box=box.SIMPLE_HEAD)
-    for col in ("model", "file", "precision", "target", "weights", "MB", "modified", "default"):
+    table = Table(title="Conversions in %s and %s" % (folder, cache_dir("detectors", create=False)),
+                  box=box.SIMPLE_HEAD)
+    for col in ("model", "kind", "file", "precision", "target", "weights", "MB", "modified", "default"):
         table.add_column(col, justify="right" if col == "MB" else "left", no_wrap=True)
     for c in chosen:
-        table.add_row(c.name, c.path.name, c.precision, c.target or "-", c.weights.upper() if c.random_weights
+        table.add_row(c.name, c.kind, c.path.name, c.precision, c.target or "-", c.weights.upper() if c.random_weights
                       else c.weights, "%.1f" % (c.size / 1e6), time.strftime("%Y-%m-%d %H:%M", time.localtime(c.mtime)),
                       "yes" if c.path in defaults else "")
     print_table(table)
-    out.print("`default`: the file a model name means without --precision/--target.", highlight=False, markup=False)
+    out.print("`default`: the file a model name means without --precision/--target; for detectors, the one used "
+              "when a command is given none.", highlight=False, markup=False)
 
 
 def _remove(chosen: "List[Conversion]", yes: bool) -> None:
