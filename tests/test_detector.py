@@ -132,6 +132,7 @@ def yolox_on_triton(server):
     return serve_onnx(server, "yolox_nano", config, MODEL)
 
 
+@pytest.mark.converter  # the Triton configuration is read with onnx
 def test_detector_on_triton_gives_the_onnx_boxes(detector, yolox_on_triton, server):
     with YoloxDetector(yolox_on_triton) as remote:
         assert remote.backend.name == "triton" and remote.backend.max_batch == 1
@@ -145,6 +146,7 @@ def test_detector_on_triton_gives_the_onnx_boxes(detector, yolox_on_triton, serv
         YoloxDetector(yolox_on_triton, intra_op_threads=1)
 
 
+@pytest.mark.converter  # the models are made with onnx
 def test_a_pose_model_is_no_detector_on_any_backend(tmp_path, server):
     """A heatmap model behind Triton is refused by the detector's own output check, as the ONNX is."""
     _need_tritonclient()
@@ -262,6 +264,7 @@ def _constant_model(path: Path, output: np.ndarray) -> Path:
     return path
 
 
+@pytest.mark.converter  # the models are made with onnx
 @pytest.mark.parametrize("output, reason", [
     (np.zeros((1, 1000)), "one output of shape"),
     (np.full((1, 3549, 85), -3.0), "not probabilities"),
