@@ -318,7 +318,8 @@ def test_live_pose_on_demo_video_detects_every_n_frames(models):
     for f in frames:
         assert (f.timings["detect"] > 0) == f.detected and f.timings["pose"] > 0
         record = json.loads(json.dumps(f.record()))
-        assert set(record) == {"frame", "timestamp", "detected", "timings_ms", "persons"}
+        assert set(record) == {"source", "frame", "timestamp", "detected", "timings_ms", "persons"}
+        assert record["source"] == 0
         assert set(record["timings_ms"]) == set(STAGES)
         p = record["persons"][0]
         assert set(p) == {"id", "box", "score", "keypoints", "keypoint_scores"}
