@@ -1,6 +1,6 @@
 """``edgepose.Runtime``: a pose model behind a backend, with NumPy/OpenCV pre- and post-processing.
 
-Data flows one way: image + boxes -> :func:`edgepose.transforms.preprocess` -> backend (in
+Data flows one way: image(s) + boxes -> :func:`edgepose.transforms.preprocess_many` -> backend (in
 chunks the model accepts) -> :func:`edgepose.decode.decode` -> keypoints in image pixels.
 Everything the pipeline needs (input size, normalisation, decoder, flip pairs) is read once
 from the model's metadata into :attr:`Runtime.meta`.
@@ -8,7 +8,7 @@ from the model's metadata into :attr:`Runtime.meta`.
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -17,7 +17,7 @@ from edgepose.decode import decode, merge_flip
 from edgepose.errors import InputError, ModelFileError
 from edgepose.meta import ModelMeta
 from edgepose.models import find_model, resolve_model, warn_if_random
-from edgepose.transforms import flip_batch, preprocess
+from edgepose.transforms import flip_batch, preprocess_many
 
 
 @dataclass
@@ -122,11 +122,20 @@ class Runtime:
         ``flip`` averages with the mirrored crops, as GluonCV's flip test (better AP, 2x compute).
         ``timings``, when given, receives the seconds spent in "pre", "infer" and "post".
         """
+        return self.estimate_many([image], [boxes], flip=flip, rgb=rgb, timings=timings)[0]
+
+    def estimate_many(self, images: Sequence[np.ndarray], boxes: Sequence[np.ndarray], flip: bool = False,
+                      rgb: bool = False, timings: Optional[Dict[str, float]] = None) -> List[PoseResult]:
+        """:meth:`estimate` on several images at once (``boxes[i]`` on ``images[i]``): the persons of all
+        images go through the model in one batch (several camera frames of one instant, say); one
+        :class:`PoseResult` per image. ``timings`` receives the seconds of the whole call."""
         t0 = time.perf_counter()
-        crops = preprocess(image, boxes, self.meta, image_is_rgb=rgb)
+        crops, counts = preprocess_many(images, boxes, self.meta, image_is_rgb=rgb)
+        box_scores = []
+        for b, n in zip(boxes, counts):
+            arr = np.asarray(b, dtype=np.float32)
+            box_scores.append(arr[:, 4].copy() if arr.ndim == 2 and arr.shape[1] == 5 else np.ones(n, np.float32))
         n = len(crops)
-        arr = np.asarray(boxes, dtype=np.float32)
-        box_scores = arr[:, 4].copy() if arr.ndim == 2 and arr.shape[1] == 5 else np.ones(n, np.float32)
         k = self.meta.num_keypoints
         t1 = time.perf_counter()
         if n == 0:
@@ -138,14 +147,16 @@ class Runtime:
             heatmaps = self.infer(crops.batch)
         t2 = time.perf_counter()
         if heatmaps is None:
-            result = PoseResult(np.zeros((0, k, 2), np.float32), np.zeros((0, k), np.float32),
-                                np.zeros((0, 4), np.float32), box_scores)
+            keypoints, scores = np.zeros((0, k, 2), np.float32), np.zeros((0, k), np.float32)
         else:
             keypoints, scores = decode(heatmaps, crops, self.meta)
-            result = PoseResult(keypoints, scores, crops.boxes.astype(np.float32), box_scores)
+        used = crops.boxes.astype(np.float32).reshape(-1, 4)
+        cuts = np.cumsum(counts)[:-1]
+        results = [PoseResult(kp, sc, bx, bs) for kp, sc, bx, bs in zip(
+            np.split(keypoints, cuts), np.split(scores, cuts), np.split(used, cuts), box_scores)]
         if timings is not None:
             timings.update(pre=t1 - t0, infer=t2 - t1, post=time.perf_counter() - t2)
-        return result
+        return results
 
     def close(self) -> None:
         self.backend.close()

@@ -16,7 +16,7 @@ Images are uint8 H x W x 3 in the caller's channel order; crops keep that order 
 :func:`normalize` swaps R and B where the model wants the other one.
 """
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -376,3 +376,24 @@ def preprocess(image: np.ndarray, boxes_xyxy: np.ndarray, meta: ModelMeta, image
     center, scale = boxes_to_center_scale(boxes, out_w / out_h)
     crops = crop_persons(img, center, scale, (out_h, out_w))
     return Crops(normalize(crops, meta.mean, meta.std, swap_rb), boxes, center=center, scale=scale)
+
+
+def preprocess_many(images: Sequence[np.ndarray], boxes: Sequence[np.ndarray], meta: ModelMeta,
+                    image_is_rgb: bool) -> Tuple[Crops, List[int]]:
+    """Several frames, each with its person boxes -> one :class:`Crops` batch over all their persons (in
+    order: the first image's persons first) and the number of persons per image. Each image and its boxes
+    are checked and cropped as :func:`preprocess` does; one backend call can then run the whole batch."""
+    if len(images) != len(boxes) or not len(images):
+        raise InputError("give one box array per image (and at least one image); got %d images and %d box "
+                         "arrays" % (len(images), len(boxes)))
+    parts = [preprocess(image, b, meta, image_is_rgb) for image, b in zip(images, boxes)]
+    if len(parts) == 1:
+        return parts[0], [len(parts[0])]
+
+    def joined(name: str) -> Optional[np.ndarray]:
+        values = [getattr(part, name) for part in parts]
+        return None if values[0] is None else np.concatenate(values)
+
+    crops = Crops(np.concatenate([part.batch for part in parts]), np.concatenate([part.boxes for part in parts]),
+                  joined("center"), joined("scale"), joined("alpha_boxes"))
+    return crops, [len(part) for part in parts]

@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edgepose.live.draw import draw_label, draw_poses, label_masks, plural
+from edgepose.live.draw import draw_label, draw_poses, label_masks, plural, tile_images
 from edgepose.live import LiveFrame, draw_overlay, overlay_text
 from edgepose.runtime import PoseResult
 
@@ -88,3 +88,16 @@ def test_person_labels_carry_id_and_score():
     top = PoseResult(result.keypoints, result.scores, np.array([[100, 0, 300, 400]], np.float32), result.box_scores)
     drawn = draw_poses(image, top, ids=[7])
     assert (drawn[3:25, 102:200] != draw_poses(image, top, draw_boxes=False)[3:25, 102:200]).any()
+
+
+def test_tile_images_puts_each_source_in_its_cell_with_its_label():
+    a = np.full((120, 160, 3), (255, 0, 0), np.uint8)
+    b = np.full((60, 160, 3), (0, 0, 255), np.uint8)  # another aspect: fitted, not stretched
+    grid = tile_images([a, b, None], ["0: a", "1: b", "2: c (ended)"])
+    assert grid.shape == (240, 320, 3)  # 2 columns x 2 rows of 160x120 cells
+    assert (grid[10, 80] == (255, 0, 0)).all() and (grid[10, 240] == (0, 0, 255)).all()
+    assert (grid[100, 240] == 64).all()  # below the fitted 160x60 frame
+    assert (grid[130, 150] == 64).all() and (grid[230, 300] == 64).all()  # no frame yet; the empty cell
+    assert (grid[100:120, 0:60] != (255, 0, 0)).any(axis=-1).any()  # a label at the cell's bottom-left
+    wide = tile_images([np.zeros((480, 640, 3), np.uint8)] * 9, [str(i) for i in range(9)], max_width=960)
+    assert wide.shape == (3 * 240, 960, 3)

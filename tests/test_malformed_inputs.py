@@ -157,8 +157,9 @@ CASES = [
     case("webcam-text-detector", WEBCAM.replace(str(DETECTOR), "{C}/notes.onnx"), "{C}/notes.onnx", "cannot load"),
     case("webcam-missing-video", WEBCAM.replace(str(VIDEO), "{C}/missing.mp4"), "{C}/missing.mp4", "does not exist"),
     case("webcam-text-video", WEBCAM.replace(str(VIDEO), "{C}/notes.txt"), "{C}/notes.txt", "cannot open video"),
-    case("webcam-json-is-a-folder", WEBCAM.replace("{OUT}/f.jsonl", "{C}/folder.json"), "{C}/folder.json",
-         "is a folder"),
+    # (a folder is a valid --json/--output of webcam: it holds source0.jsonl, ...; a file in its place is not)
+    case("webcam-json-folder-is-a-file", WEBCAM.replace("{OUT}/f.jsonl", "{C}/notes.txt/"), "{C}/notes.txt",
+         "is a file, not a folder"),
     case("webcam-kpt-thresh-out-of-range", WEBCAM + " --kpt-thresh 2", "--kpt-thresh", ""),
 ]
 

@@ -49,6 +49,30 @@ def test_no_persons_gives_empty_arrays(model_path, image):
     assert result.keypoints.shape == (0, 17, 2) and result.scores.shape == (0, 17) and len(result) == 0
 
 
+@pytest.mark.parametrize("decoder", ["simple", "alphapose"])
+def test_estimate_many_equals_one_call_per_image(model_path, image, decoder):
+    """Persons of several images in one batch: each image's result is what estimate gives for it alone,
+    in order, with an image without persons in the middle; the backend runs once."""
+    small = np.ascontiguousarray(image[::2, ::2])
+    images = [image, small, image[:, ::-1].copy()]
+    boxes = [SOCCER_BOXES, np.zeros((0, 5), np.float32), SOCCER_BOXES[1:, :4]]
+    with Runtime(model_path, decoder=decoder) as rt:
+        alone = [rt.estimate(im, b) for im, b in zip(images, boxes)]
+        runs = []
+        infer = rt.backend.run_chunked
+        rt.backend.run_chunked = lambda batch: runs.append(len(batch)) or infer(batch)
+        together = rt.estimate_many(images, boxes)
+        with pytest.raises(InputError, match="one box array per image"):
+            rt.estimate_many(images, boxes[:2])
+    assert runs == [5]
+    assert [len(r) for r in together] == [3, 0, 2]
+    for got, want in zip(together, alone):
+        np.testing.assert_allclose(got.keypoints, want.keypoints, atol=1e-3)
+        np.testing.assert_allclose(got.scores, want.scores, atol=1e-5)
+        np.testing.assert_array_equal(got.boxes, want.boxes)
+        np.testing.assert_array_equal(got.box_scores, want.box_scores)
+
+
 def test_keypoints_stay_near_their_box(model_path, image):
     with Runtime(model_path) as rt:
         result = rt.estimate(image, SOCCER_BOXES)

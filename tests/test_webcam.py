@@ -21,7 +21,9 @@ from edgepose.live import STAGES, DetectionSchedule, LivePose, LiveSession
 from edgepose.runtime import PoseResult, Runtime
 from edgepose.live.smooth import KeypointSmoother, OneEuroFilter
 from edgepose.live.track import PoseTracker, box_iou, boxes_from_keypoints, keypoint_oks
-from edgepose.live.video import JsonlSink, VideoFileSink, VideoSource, VideoSourceError, has_gstreamer, source_kind
+from edgepose.live.video import (
+    JsonlSink, VideoFileSink, VideoSource, VideoSourceError, has_gstreamer, per_source_paths, source_kind,
+)
 from support import DATA, random_model, require_shared, run_edgepose, start_edgepose
 
 HERE = Path(__file__).resolve().parent
@@ -268,6 +270,14 @@ def test_file_source_reads_every_frame_then_reports_the_end(panning_video):
     assert source.fps == pytest.approx(25.0)
 
 
+def test_looping_file_starts_again_with_growing_times(panning_video):
+    with VideoSource(str(panning_video), loop=True) as source:
+        frames = [source.read() for _ in range(45)]
+    assert [f.index for f in frames] == list(range(45))
+    np.testing.assert_allclose([f.time for f in frames], np.arange(45) / 25.0, atol=1e-3)
+    np.testing.assert_array_equal(frames[20].image, frames[0].image)
+
+
 def test_sources_that_cannot_open_are_named(tmp_path):
     with pytest.raises(InputError, match="missing.mp4"):
         VideoSource(str(tmp_path / "missing.mp4"))
@@ -318,7 +328,8 @@ def test_live_pose_on_demo_video_detects_every_n_frames(models):
     for f in frames:
         assert (f.timings["detect"] > 0) == f.detected and f.timings["pose"] > 0
         record = json.loads(json.dumps(f.record()))
-        assert set(record) == {"frame", "timestamp", "detected", "timings_ms", "persons"}
+        assert set(record) == {"source", "frame", "timestamp", "detected", "timings_ms", "persons"}
+        assert record["source"] == 0
         assert set(record["timings_ms"]) == set(STAGES)
         p = record["persons"][0]
         assert set(p) == {"id", "box", "score", "keypoints", "keypoint_scores"}
@@ -531,6 +542,164 @@ def test_rtsp_reconnects_after_the_stream_ends(pose_model, tmp_path):
     assert "stopped after 40 frames" in proc.stdout
     lines = read_jsonl(tmp_path / "out.jsonl")
     assert [r["frame"] for r in lines] == list(range(40))
+
+
+# ---------------------------------------------------------------- several sources
+
+
+class CountingRuntime:
+    """The real Runtime, counting its batched pose calls (persons per image of each call)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.calls = []
+
+    def estimate_many(self, images, boxes, **options):
+        self.calls.append([len(b) for b in boxes])
+        return self.runtime.estimate_many(images, boxes, **options)
+
+    def __getattr__(self, name):
+        return getattr(self.runtime, name)
+
+
+class Recorder:
+    """A LiveObserver that records what it is told: ("frame", source, stats, record, image shape) and
+    ("ended", source, reason)."""
+
+    def __init__(self) -> None:
+        self.events = []
+
+    def publish(self, source, image, stats, record):
+        self.events.append(("frame", source, stats, record, image.shape))
+
+    def source_ended(self, source, reason):
+        self.events.append(("ended", source, reason))
+
+
+def test_per_source_paths(tmp_path):
+    assert per_source_paths(None, 2, ".mp4") == [None, None]
+    assert per_source_paths("o/cam{source}.mp4", 3, ".mp4") == ["o/cam0.mp4", "o/cam1.mp4", "o/cam2.mp4"]
+    assert per_source_paths("out/", 2, ".jsonl") == [os.path.join("out/", "source%d.jsonl" % i) for i in range(2)]
+    assert per_source_paths(tmp_path, 1, ".mp4") == [str(tmp_path / "source0.mp4")]  # an existing folder
+    assert per_source_paths("one.mp4", 1, ".mp4") == ["one.mp4"]
+    with pytest.raises(InputError, match=r"--json poses.jsonl is one file for 2 sources.*poses\{source\}.jsonl"):
+        per_source_paths("poses.jsonl", 2, ".jsonl", "--json")
+
+
+def test_session_over_several_files_batches_them_and_goes_on_when_one_ends(models, tmp_path):
+    """Three files (6, 15 and 15 frames): each gets its own outputs, frame numbers, tracks and summary; the
+    short one ends and the others go on; every tick is one pose call over the persons of all its sources,
+    and each source's poses are those of a run over it alone."""
+    runtime, detector = models
+    lengths = (6, 15, 15)
+    videos = [make_video(tmp_path / ("v%d.mp4" % i), n, photo=photo)
+              for i, (n, photo) in enumerate(zip(lengths, (PERSON, DATA / "demo_media" / "soccer.png", PERSON)))]
+    counting, recorder, seen = CountingRuntime(runtime), Recorder(), []
+    live = LivePose(counting, detector, detect_every=4, keypoint_thresh=-np.inf)  # random weights: keep tracks
+    session = LiveSession(live, [str(v) for v in videos], json_path=str(tmp_path / "poses{source}.jsonl"),
+                          output=str(tmp_path / "videos") + "/", observers=[recorder], on_frame=seen.append)
+    summary = session.run()
+    assert [s.frames for s in summary.sources] == list(lengths) and summary.frames == sum(lengths)
+    assert [s.stop_reason for s in summary.sources] == ["end of file after %d frames" % n for n in lengths]
+    assert summary.stop_reason == "all 3 sources stopped" and not summary.failed and not summary.interrupted
+    for i, n in enumerate(lengths):
+        lines = read_jsonl(tmp_path / ("poses%d.jsonl" % i))
+        assert [(r["source"], r["frame"]) for r in lines] == [(i, f) for f in range(n)]
+        assert count_frames(tmp_path / "videos" / ("source%d.mp4" % i)) == n
+        assert [f.index for f in seen if f.source == i] == list(range(n))
+    # One pose call per tick, over every frame of that tick; each frame in exactly one call.
+    assert len(counting.calls) < sum(lengths) and max(len(c) for c in counting.calls) == 3
+    assert sum(len(c) for c in counting.calls) == sum(lengths)
+    assert sum(map(sum, counting.calls)) >= summary.persons > 0
+    # The observers saw every frame, annotated, then each end once.
+    frames = [e for e in recorder.events if e[0] == "frame"]
+    assert [sum(e[1] == i for e in frames) for i in range(3)] == list(lengths)
+    assert all(e[2]["state"] == "running" and e[3]["source"] == e[1] and e[4] == (240, 320, 3) for e in frames)
+    assert set(frames[-1][2]) == {"fps", "persons", "timings_ms", "frames", "state"}
+    ended = [e for e in recorder.events if e[0] == "ended"]
+    assert sorted(e[1] for e in ended) == [0, 1, 2] and ended[0][1] == 0
+    assert recorder.events.index(ended[0]) < len(recorder.events) - 3  # the others went on after source 0
+    # Batched with the others, source 1 has the poses of a run over it alone (same ids, same keypoints).
+    alone = LivePose(runtime, detector, detect_every=4, keypoint_thresh=-np.inf)
+    LiveSession(alone, str(videos[1]), json_path=str(tmp_path / "alone.jsonl")).run()
+    for got, want in zip(read_jsonl(tmp_path / "poses1.jsonl"), read_jsonl(tmp_path / "alone.jsonl")):
+        assert got["detected"] == want["detected"]
+        assert [p["id"] for p in got["persons"]] == [p["id"] for p in want["persons"]]
+        np.testing.assert_allclose([p["keypoints"] for p in got["persons"]],
+                                   [p["keypoints"] for p in want["persons"]], atol=0.05)
+
+
+def test_several_sources_need_a_placeholder_or_a_folder(models, panning_video):
+    with pytest.raises(InputError, match=r"\{source\}"):
+        LiveSession(LivePose(*models), [str(panning_video)] * 2, output="out.mp4")
+
+
+@needs_rtsp
+def test_a_stalled_source_is_reported_while_the_others_go_on(models, tmp_path):
+    """An RTSP stream frozen mid-way beside a file: the stream is reported stalled within its read timeout,
+    a reconnect is tried and fails, the observers hear of it, and the file is processed to its end."""
+    runtime, detector = models
+    video = make_video(tmp_path / "long.mp4", 1000)  # outlasts the stall and the failed reconnect (~4 s)
+    recorder, logs = Recorder(), []
+    with rtsp_server() as (server, url):
+        def freeze(frame):
+            if frame.source == 0 and frame.index == 5:
+                os.kill(server.pid, signal.SIGSTOP)
+
+        live = LivePose(runtime, detector, keypoint_thresh=-np.inf)
+        session = LiveSession(live, [url, str(video)], source_options=dict(read_timeout=1, open_timeout=10),
+                              reconnect=1, reconnect_delay=0.1, json_path=str(tmp_path / "{source}.jsonl"),
+                              observers=[recorder], on_frame=freeze, log=logs.append)
+        summary = session.run()
+    stream, file = summary.sources
+    assert stream.failed and "reconnecting failed" in stream.stop_reason and summary.failed
+    assert file.frames == 1000 and file.stop_reason == "end of file after 1000 frames" and not file.failed
+    assert any(line.startswith("source 0: ") and "no frame for 1 s" in line and "stalled" in line for line in logs)
+    assert any("source 0: reconnecting to url 'rtsp://127.0.0.1" in line for line in logs)
+    states = [(e[1], e[2]["state"]) for e in recorder.events if e[0] == "frame"]
+    stalled = states.index((0, "stalled"))
+    assert (1, "running") in states[stalled:]  # the file went on while the stream was stalled
+    ended = [e for e in recorder.events if e[0] == "ended"]
+    assert [e[1] for e in ended] == [0, 1] and "reconnecting failed" in ended[0][2]
+    assert len(read_jsonl(tmp_path / "0.jsonl")) == stream.frames >= 6
+    assert len(read_jsonl(tmp_path / "1.jsonl")) == 1000
+
+
+@pytest.mark.shared
+@needs_cli
+def test_cli_with_two_sources(pose_model, tmp_path):
+    short, long = make_video(tmp_path / "short.mp4", 4), make_video(tmp_path / "long.mp4", 9)
+    proc = run_webcam("-s", short, "-s", long, "--model", pose_model, "--detector", YOLOX, "--headless",
+                      "--json", "out/", "--output", "out{source}.avi", home=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "13 frames in" in proc.stdout and "stopped: all 2 sources stopped" in proc.stdout
+    assert "source 0 (%s): 4 frames in" % short in proc.stdout and "end of file after 9 frames" in proc.stdout
+    assert [len(read_jsonl(tmp_path / "out" / ("source%d.jsonl" % i))) for i in (0, 1)] == [4, 9]
+    assert [count_frames(tmp_path / ("out%d.avi" % i)) for i in (0, 1)] == [4, 9]
+    proc = run_webcam("-s", short, "-s", long, "--model", pose_model, "--detector", YOLOX, "--headless",
+                      "--json", "poses.jsonl", home=tmp_path, timeout=60)
+    assert proc.returncode == 1 and "--json poses.jsonl is one file for 2 sources" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "poses.jsonl").exists()
+
+
+@needs_cli
+def test_ctrl_c_finalises_the_outputs_of_every_source(pose_model, tmp_path):
+    videos = [make_video(tmp_path / ("long%d.mp4" % i), 1500) for i in range(2)]
+    proc = start_webcam("-s", videos[0], "-s", videos[1], "--model", pose_model, "--detector", YOLOX,
+                        "--headless", "--output", "out{source}.mp4", "--json", "out{source}.jsonl", home=tmp_path)
+    try:
+        wait_for_lines(tmp_path / "out1.jsonl", 10, proc)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "interrupted" in out
+    for i in range(2):
+        lines = read_jsonl(tmp_path / ("out%d.jsonl" % i))
+        assert 10 <= len(lines) < 1500 and {r["source"] for r in lines} == {i}
+        assert count_frames(tmp_path / ("out%d.mp4" % i)) == len(lines)
+    assert not [p.name for p in tmp_path.iterdir() if "partial" in p.name]
 
 
 # ---------------------------------------------------------------- long runs

@@ -103,3 +103,30 @@ def draw_poses(image: np.ndarray, result: PoseResult, keypoint_thresh: float = 0
             cv2.circle(canvas, (int(pts[j][0]), int(pts[j][1])), 2 * scale + 1, (255, 255, 255), -1, cv2.LINE_AA)
             cv2.circle(canvas, (int(pts[j][0]), int(pts[j][1])), 2 * scale + 1, color, 1, cv2.LINE_AA)
     return canvas
+
+
+def tile_images(images: Sequence[Optional[np.ndarray]], labels: Sequence[str],
+                max_width: int = 1920) -> np.ndarray:
+    """One BGR image with ``images`` in a grid (ceil(sqrt(N)) columns, filled row by row), each scaled
+    to fit its cell with its aspect kept and ``labels[i]`` at its bottom-left; None is a grey cell
+    (no frame yet). Cells take the first image's size (640x480 when there is none), shrunk so the
+    grid is at most ``max_width`` wide."""
+    if len(images) != len(labels) or not len(images):
+        raise ValueError("tile_images needs one label per image and at least one image")
+    first = next((im for im in images if im is not None), None)
+    cell_h, cell_w = first.shape[:2] if first is not None else (480, 640)
+    cols = int(np.ceil(np.sqrt(len(images))))
+    rows = -(-len(images) // cols)
+    shrink = min(1.0, max_width / float(cols * cell_w))
+    cell_w, cell_h = max(1, int(cell_w * shrink)), max(1, int(cell_h * shrink))
+    grid = np.full((rows * cell_h, cols * cell_w, 3), 64, np.uint8)
+    scale = max(0.4, cell_w / 1600)
+    for i, (image, label) in enumerate(zip(images, labels)):
+        y0, x0 = (i // cols) * cell_h, (i % cols) * cell_w
+        if image is not None:
+            h, w = image.shape[:2]
+            f = min(cell_w / w, cell_h / h)
+            fitted = cv2.resize(image, (max(1, int(w * f)), max(1, int(h * f))), interpolation=cv2.INTER_AREA)
+            grid[y0:y0 + fitted.shape[0], x0:x0 + fitted.shape[1]] = fitted
+        draw_label(grid, label, (x0 + 8, y0 + cell_h - 10), scale)
+    return grid

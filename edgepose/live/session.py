@@ -1,29 +1,32 @@
 """The per-frame loop of the live app (``edgepose.live``; the example is in its docstring).
 
-:class:`LivePose` turns one frame into tracked, smoothed poses: the detector runs when
+:class:`LivePose` turns frames into tracked, smoothed poses: the detector runs when
 :class:`DetectionSchedule` says (every ``detect_every`` frames, and whenever nobody is tracked),
-the frames in between reuse boxes built from the previous keypoints, all persons of a frame go
-through the pose model in one batch, and every stage is timed.
-:class:`LiveSession` runs it over a :class:`edgepose.live.video.VideoSource` with the outputs
-(window, annotated video, JSON lines), reconnecting a live stream that stops when asked to.
+the frames in between reuse boxes built from the previous keypoints, all persons of a frame (or of one
+frame of each of several streams, each with its own :class:`StreamState`) go through the pose model in
+one batch, and every stage is timed.
+:class:`LiveSession` runs it over one or several :class:`edgepose.live.video.VideoSource` with the
+outputs (window, annotated videos, JSON lines, observers), reconnecting a live stream that stops when
+asked to.
 """
-import queue
+import copy
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Union
 
 import cv2
 import numpy as np
 
 from edgepose.detector import YoloxDetector
-from edgepose.live.draw import draw_label, draw_poses, plural
-from edgepose.errors import EdgeposeError, InputError
+from edgepose.live.draw import draw_label, draw_poses, plural, tile_images
+from edgepose.live.feed import Feed, FeedItem, Reopened, Stopped
+from edgepose.errors import InputError
 from edgepose.runtime import PoseResult, Runtime
 from edgepose.live.smooth import KeypointSmoother, OneEuroFilter
 from edgepose.live.track import PoseTracker
 from edgepose.transforms import clip_boxes
-from edgepose.live.video import Frame, JsonlSink, VideoFileSink, VideoSource
+from edgepose.live.video import Frame, JsonlSink, VideoFileSink, VideoSource, per_source_paths
 
 #: Timed stages of a frame: crops, person detection, pose model, decoding + tracking + smoothing.
 STAGES = ("pre", "detect", "pose", "post")
@@ -34,7 +37,9 @@ _QUIT_KEYS = (ord("q"), ord("Q"), 27)  # q or Esc
 @dataclass
 class LiveFrame:
     """Poses of one frame. ``poses.keypoints`` are smoothed; ``ids`` (N,) are track ids;
-    ``detected`` says whether the detector ran; ``timings`` are milliseconds per stage."""
+    ``detected`` says whether the detector ran; ``timings`` are milliseconds per stage (a call shared
+    by several sources' frames counts for each by its share: persons for the pose model, frames for the
+    detector); ``source``: the position of its source in a :class:`LiveSession` (0 for one source)."""
 
     index: int
     timestamp: float
@@ -42,6 +47,7 @@ class LiveFrame:
     poses: PoseResult
     detected: bool
     timings: Dict[str, float]
+    source: int = 0
 
     def record(self) -> Dict[str, Any]:
         """The JSON-lines object of this frame."""
@@ -50,8 +56,9 @@ class LiveFrame:
                       _rounded(p.keypoints, 2), _rounded(p.scores, 4))
         persons = [{"id": i, "box": box, "score": score, "keypoints": kpts, "keypoint_scores": scores}
                    for i, box, score, kpts, scores in columns]
-        return {"frame": self.index, "timestamp": round(self.timestamp, 4), "detected": self.detected,
-                "timings_ms": {k: round(v, 3) for k, v in self.timings.items()}, "persons": persons}
+        return {"source": self.source, "frame": self.index, "timestamp": round(self.timestamp, 4),
+                "detected": self.detected, "timings_ms": {k: round(v, 3) for k, v in self.timings.items()},
+                "persons": persons}
 
 
 def _rounded(values: np.ndarray, decimals: int) -> list:
@@ -88,15 +95,55 @@ class DetectionSchedule:
         return self.scheduled(frame) or tracked == 0
 
 
+class StreamState:
+    """What :class:`LivePose` remembers of one video stream: its tracks, its smoothing state and the
+    number of frames since the stream (re)started. :meth:`LivePose.new_stream` makes one."""
+
+    def __init__(self, tracker: PoseTracker, smoother: Optional[KeypointSmoother]) -> None:
+        self.tracker = tracker
+        self.smoother = smoother
+        self.frame = 0  # frames since the start or the last reset()
+
+    def reset(self) -> None:
+        """Forget tracks and smoothing state and detect on the next frame (after a gap in the video)."""
+        self.tracker.reset()
+        if self.smoother is not None:
+            self.smoother.reset()
+        self.frame = 0
+
+
+@dataclass
+class FrameInput:
+    """One frame for :meth:`LivePose.process`: ``image`` of the stream ``stream`` taken at ``timestamp``
+    seconds, numbered ``index``; ``detections`` (N, 5) found on it already (taking ``detect_ms``) or None."""
+
+    stream: StreamState
+    image: np.ndarray
+    timestamp: float
+    index: int = 0
+    detections: Optional[np.ndarray] = None
+    detect_ms: float = 0.0
+    source: int = 0
+
+
+def detect_all(detector: YoloxDetector, images: Sequence[np.ndarray]) -> List[np.ndarray]:
+    """Person boxes (N, 5) of each image: the detector calls of one tick of the loop, in one place."""
+    return [detector.detect(image) for image in images]
+
+
 class LivePose:
-    """Per-frame tracked poses with one pose model and one person detector.
+    """Per-frame tracked poses with one pose model and one person detector, for one stream or several.
 
     ``detect_every``: run the detector on every N-th frame (1: every frame) and whenever nobody is
     tracked (:class:`DetectionSchedule`); in between, boxes come from each track's previous keypoints.
     ``flip``: flip-test ensemble (2x pose compute).
     ``keypoint_thresh``: joints above it count for tracking, box propagation and smoothing.
     ``smooth``: One Euro smoothing of the keypoints with ``one_euro`` (default parameters when None).
-    ``tracker``: a configured :class:`PoseTracker` (default: one using ``keypoint_thresh``).
+    ``tracker``: a configured :class:`PoseTracker` (default: one using ``keypoint_thresh``); further
+    streams (:meth:`new_stream`) get fresh copies of it.
+
+    Calling it runs one frame of its own stream; :meth:`process` runs a frame of each of several
+    streams with one detector call over those due and one pose-model batch over all their persons.
     """
 
     def __init__(self, runtime: Runtime, detector: YoloxDetector, *, detect_every: int = 5, flip: bool = False,
@@ -107,14 +154,30 @@ class LivePose:
         self.detector = detector
         self.flip = flip
         self.keypoint_thresh = float(keypoint_thresh)
-        self.tracker = tracker or PoseTracker(keypoint_thresh=keypoint_thresh)
-        self.smoother = KeypointSmoother(one_euro) if smooth else None
-        self._frame = 0  # frames since the start or the last reset()
+        tracker = tracker or PoseTracker(keypoint_thresh=keypoint_thresh)
+        self._blank_tracker = copy.deepcopy(tracker)
+        self._smooth, self._one_euro = smooth, one_euro
+        self.stream = StreamState(tracker, KeypointSmoother(one_euro) if smooth else None)
 
     @property
     def detect_every(self) -> int:
         """N of :attr:`schedule`: the detector runs at least every N frames."""
         return self.schedule.every
+
+    @property
+    def tracker(self) -> PoseTracker:
+        """The tracker of the stream that calling this object runs."""
+        return self.stream.tracker
+
+    @property
+    def smoother(self) -> Optional[KeypointSmoother]:
+        """The smoother of the stream that calling this object runs (None without smoothing)."""
+        return self.stream.smoother
+
+    def new_stream(self) -> StreamState:
+        """State for another stream, configured as this object's own."""
+        return StreamState(copy.deepcopy(self._blank_tracker),
+                           KeypointSmoother(self._one_euro) if self._smooth else None)
 
     def __call__(self, image: np.ndarray, timestamp: float, index: int = 0,
                  detections: Optional[np.ndarray] = None, detect_ms: float = 0.0) -> LiveFrame:
@@ -124,47 +187,65 @@ class LivePose:
         thread, say, taking ``detect_ms``); they make it a detection frame. Without them the
         detector runs when :attr:`schedule` says the frame is due.
         """
-        t = dict.fromkeys(STAGES, 0.0)
-        h, w = image.shape[:2]
-        detected = detections is not None
-        if not detected:
+        return self.process([FrameInput(self.stream, image, timestamp, index, detections, detect_ms)])[0]
+
+    def process(self, frames: Sequence[FrameInput]) -> List[LiveFrame]:
+        """Tracked poses on one frame of each of several streams (each ``FrameInput.stream`` once):
+        one detector call over the frames due for detection without ``detections``, one pose-model
+        call over the persons of all frames, then tracking and smoothing per stream."""
+        t = [dict.fromkeys(STAGES, 0.0) for _ in frames]
+        boxes: List[Any] = [f.detections for f in frames]
+        ids: List[Optional[np.ndarray]] = [None] * len(frames)
+        due = []
+        for n, f in enumerate(frames):
+            if f.detections is not None:
+                t[n]["detect"] = f.detect_ms / 1000.0
+                continue
             start = time.perf_counter()
-            boxes, ids = self.tracker.propagate((w, h))
-            t["pre"] = time.perf_counter() - start
-            detected = self.schedule.due(self._frame, len(boxes))
-        if detected:
-            ids = None
-            if detections is None:
-                start = time.perf_counter()
-                boxes = self.detector.detect(image)
-                t["detect"] = time.perf_counter() - start
-            else:
-                boxes, t["detect"] = detections, detect_ms / 1000.0
-        self._frame += 1
-        # Boxes must keep an area inside [0, W-1] x [0, H-1], where the crops clip them.
-        clipped = clip_boxes(boxes[:, :4], w, h)
-        usable = (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
+            h, w = f.image.shape[:2]
+            boxes[n], ids[n] = f.stream.tracker.propagate((w, h))
+            t[n]["pre"] = time.perf_counter() - start
+            if self.schedule.due(f.stream.frame, len(boxes[n])):
+                due.append(n)
+                ids[n] = None
+        if due:
+            start = time.perf_counter()
+            found = detect_all(self.detector, [frames[n].image for n in due])
+            share = (time.perf_counter() - start) / len(due)
+            for n, b in zip(due, found):
+                boxes[n], t[n]["detect"] = b, share
+        usable = []
+        for f, b in zip(frames, boxes):
+            f.stream.frame += 1
+            # Boxes must keep an area inside [0, W-1] x [0, H-1], where the crops clip them.
+            h, w = f.image.shape[:2]
+            clipped = clip_boxes(b[:, :4], w, h)
+            usable.append((clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1]))
         stages: Dict[str, float] = {}
-        result = self.runtime.estimate(image, boxes[usable], flip=self.flip, timings=stages)
-        t["pre"] += stages["pre"]
-        t["pose"] = stages["infer"]
-        t["post"] = stages["post"]
-        start = time.perf_counter()
-        ids = self.tracker.update(result, None if ids is None else ids[usable])
-        kept = ids >= 0
-        result, ids = _take(result, kept), ids[kept]
-        if self.smoother is not None:
-            smoothed = self.smoother(ids, result.keypoints, timestamp, result.scores > self.keypoint_thresh)
-            result = PoseResult(smoothed, result.scores, result.boxes, result.box_scores)
-        t["post"] += time.perf_counter() - start
-        return LiveFrame(index, timestamp, ids, result, detected, {k: v * 1000.0 for k, v in t.items()})
+        results = self.runtime.estimate_many([f.image for f in frames], [b[u] for b, u in zip(boxes, usable)],
+                                             flip=self.flip, timings=stages)
+        persons = np.array([len(r) for r in results], np.float64)
+        shares = persons / persons.sum() if persons.sum() else np.full(len(frames), 1.0 / len(frames))
+        out = []
+        for n, (f, result) in enumerate(zip(frames, results)):
+            t[n]["pre"] += stages["pre"] * shares[n]
+            t[n]["pose"] = stages["infer"] * shares[n]
+            start = time.perf_counter()
+            track_ids = f.stream.tracker.update(result, None if ids[n] is None else ids[n][usable[n]])
+            kept = track_ids >= 0
+            result, track_ids = _take(result, kept), track_ids[kept]
+            if f.stream.smoother is not None:
+                valid = result.scores > self.keypoint_thresh
+                smoothed = f.stream.smoother(track_ids, result.keypoints, f.timestamp, valid)
+                result = PoseResult(smoothed, result.scores, result.boxes, result.box_scores)
+            t[n]["post"] = stages["post"] * shares[n] + time.perf_counter() - start
+            out.append(LiveFrame(f.index, f.timestamp, track_ids, result, n in due or f.detections is not None,
+                                 {k: v * 1000.0 for k, v in t[n].items()}, f.source))
+        return out
 
     def reset(self) -> None:
-        """Forget tracks and smoothing state and detect on the next frame (after a gap in the video)."""
-        self.tracker.reset()
-        if self.smoother is not None:
-            self.smoother.reset()
-        self._frame = 0
+        """Forget tracks and smoothing state of this object's own stream and detect on its next frame."""
+        self.stream.reset()
 
 
 def overlay_text(frame: LiveFrame, fps: Optional[float] = None) -> str:
@@ -186,8 +267,10 @@ def draw_overlay(image: np.ndarray, frame: LiveFrame, fps: Optional[float] = Non
 
 @dataclass
 class LiveSummary:
-    """How a :class:`LiveSession` run went. ``stop_reason`` in words; ``failed``: the source stalled,
-    dropped or could not be reopened; ``interrupted``: Ctrl-C; ``timings``: mean ms per frame."""
+    """How a :class:`LiveSession` run went. ``stop_reason`` in words; ``failed``: a source stalled,
+    dropped or could not be reopened; ``interrupted``: Ctrl-C; ``timings``: mean ms per frame.
+    ``sources``: one summary per source (for a run over one source, the same figures as this one);
+    here ``frames``, ``persons`` and ``reconnects`` are their sums and ``seconds`` the loop's time."""
 
     frames: int = 0
     seconds: float = 0.0
@@ -197,6 +280,7 @@ class LiveSummary:
     reconnects: int = 0
     persons: int = 0
     timings: Dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    sources: List["LiveSummary"] = field(default_factory=list)
 
     @property
     def fps(self) -> float:
@@ -212,6 +296,19 @@ class LiveSummary:
         """Turn the summed stage times into means per frame."""
         if self.frames:
             self.timings = {k: v / self.frames for k, v in self.timings.items()}
+
+
+class LiveObserver(Protocol):
+    """What :class:`LiveSession` tells an observer (a browser view, say). Both calls come from the loop's
+    thread and must return at once: an observer that cannot keep up drops frames itself."""
+
+    def publish(self, source: int, image: np.ndarray, stats: Dict[str, Any], record: Dict[str, Any]) -> None:
+        """A processed frame of ``source``: ``image`` annotated (BGR), ``stats`` {"fps", "persons",
+        "timings_ms", "frames", "state": "running"}, ``record`` its JSON-lines object. When the source
+        stalls and a reconnect is tried, the last frame comes again with ``stats["state"] == "stalled"``."""
+
+    def source_ended(self, source: int, reason: str) -> None:
+        """``source`` ended or failed for good (once per source)."""
 
 
 def _write_together(writes) -> None:
@@ -230,192 +327,237 @@ def _write_together(writes) -> None:
 
 
 class LiveSession:
-    """Runs :class:`LivePose` over a video source and writes the outputs; see :meth:`run`.
+    """Runs :class:`LivePose` over one video source or several and writes the outputs; see :meth:`run`.
 
-    ``source``: camera index, file, URL or GStreamer pipeline; ``source_options`` go to
-    :class:`VideoSource` (width, height, fps, read_timeout, ...). ``output``: annotated video file;
-    ``json_path``: JSON lines, one object per frame; ``show``: an OpenCV window ('q' or Esc quits).
-    ``reconnect``: reopen a live source that ends, drops or stalls, up to this many attempts in a row
-    (a frame resets the count), ``reconnect_delay`` seconds apart. ``max_frames``: stop after that many.
-    ``on_frame``: called with each :class:`LiveFrame` (results for the caller's own use).
-    ``log``: called with one line per event (source stopped, reconnecting, and a status line every
-    ``status_every`` seconds; 0: none). ``overlap``: decode and detect in a second thread, ahead of
-    the pose work on earlier frames (same results, higher frame rate).
+    ``source``: a camera index, file, URL or GStreamer pipeline, or a list of them; ``source_options``
+    go to each :class:`VideoSource` (width, height, fps, read_timeout, ...). ``output``: annotated video
+    file; ``json_path``: JSON lines, one object per frame. With several sources, both hold ``{source}``
+    (the source's position: ``out{source}.mp4``) or name a folder (``out/``: ``source0.mp4``,
+    ``source0.jsonl``, ...; :func:`edgepose.live.video.per_source_paths`). ``show``: an OpenCV window,
+    the sources tiled in a grid ('q' or Esc quits). ``reconnect``: reopen a live source that ends,
+    drops or stalls, up to this many attempts in a row (a frame resets the count), ``reconnect_delay``
+    seconds apart. ``max_frames``: stop each source after that many. ``on_frame``: called with each
+    :class:`LiveFrame` (results for the caller's own use). ``observers``: :class:`LiveObserver` objects
+    told of every frame and of sources that end. ``log``: called with one line per event (source
+    stopped, reconnecting, and a status line every ``status_every`` seconds; 0: none). ``overlap``:
+    detect ahead in each source's reader thread, beside the pose work on earlier frames (same results;
+    default: with one source); without it a tick's detections are one call.
+
+    Each tick of the loop takes the next frame of every source that has one (never waiting on a source
+    that has none: a source that delivers nothing for its ``read_timeout`` is reported as stalled),
+    runs them through :meth:`LivePose.process` together and writes each source's outputs.
     """
 
-    def __init__(self, live: LivePose, source: Union[int, str], *, source_options: Optional[Dict[str, Any]] = None,
+    def __init__(self, live: LivePose, source: Union[int, str, Sequence[Union[int, str]]], *,
+                 source_options: Optional[Dict[str, Any]] = None,
                  output: Optional[str] = None, json_path: Optional[str] = None, show: bool = False,
                  reconnect: int = 0, reconnect_delay: float = 1.0,
                  max_frames: Optional[int] = None, on_frame: Optional[Callable[[LiveFrame], None]] = None,
                  log: Optional[Callable[[str], None]] = None, status_every: float = 0.0,
-                 overlap: bool = True) -> None:
+                 overlap: Optional[bool] = None, observers: Sequence[LiveObserver] = ()) -> None:
         if reconnect < 0 or (max_frames is not None and max_frames < 1):
             raise InputError("reconnect must be >= 0 and max_frames >= 1; got %r and %r" % (reconnect, max_frames))
         self.live = live
         self.source = source
+        self.sources = list(source) if isinstance(source, (list, tuple)) else [source]
+        if not self.sources:
+            raise InputError("give at least one video source")
         self.source_options = dict(source_options or {})
-        self.output = output
-        self.json_path = json_path
+        self.outputs = per_source_paths(output, len(self.sources), ".mp4", "output")
+        self.json_paths = per_source_paths(json_path, len(self.sources), ".jsonl", "JSON output")
         self.show = show
         self.reconnect = int(reconnect)
         self.reconnect_delay = float(reconnect_delay)
         self.max_frames = max_frames
         self.on_frame = on_frame
+        self.observers = list(observers)
         self.log = log or (lambda line: None)
         self.status_every = float(status_every)
-        self.overlap = overlap
-        self._attempts = 0
+        self.overlap = len(self.sources) == 1 if overlap is None else overlap
 
     def run(self) -> LiveSummary:
-        """Process frames until the source ends (or stalls / drops past ``reconnect``), ``max_frames``,
-        'q' in the window, or Ctrl-C. Outputs are finalised in every case. Opening the source the
-        first time raises when it fails; later failures end the run and are reported in the summary."""
+        """Process frames until every source ended (or stalled / dropped past ``reconnect``) or reached
+        ``max_frames``, or 'q' in the window, or Ctrl-C. Outputs are finalised in every case. Opening a
+        source the first time raises when it fails; later failures end that source and are reported in
+        its summary while the others go on."""
         summary = LiveSummary()
-        self._attempts = 0
-        self.live.reset()
-        feed: Optional[_Feed] = _Feed(VideoSource(self.source, **self.source_options), self.live, self.overlap)
-        video = jsonl = None
+        opened: List[VideoSource] = []
+        streams: List[_Stream] = []
+        wake = threading.Event()
         meter = _FpsMeter()
         try:
-            if self.output:
-                fps = feed.source.fps or self.source_options.get("fps") or 30.0
-                video = VideoFileSink(self.output, fps)
-            jsonl = JsonlSink(self.json_path) if self.json_path else None
-            origin, status_at = time.monotonic(), time.monotonic() + self.status_every
-            while feed is not None:
-                if self.max_frames is not None and summary.frames >= self.max_frames:
-                    summary.stop_reason = "stopped after %d frames (max_frames)" % summary.frames
-                    break
-                item = feed.read()
-                if item is None:
-                    feed.close()
-                    source = self._source_stopped(feed.source, summary)
-                    feed = _Feed(source, self.live, self.overlap) if source is not None else None
-                    continue
-                frame, detections, detect_ms = item
-                meter.start()
-                timestamp = frame.time - origin if feed.source.live else frame.time
-                result = self.live(frame.image, timestamp, summary.frames, detections, detect_ms)
-                summary.add(result)
-                canvas = (draw_overlay(frame.image, result, meter.fps, self.live.keypoint_thresh)
-                          if video is not None or self.show else None)
-                _write_together(([jsonl.write, result.record()] if jsonl is not None else None,
-                                 [video.write, canvas] if video is not None else None))
-                if self.show and self._show(canvas):
-                    summary.stop_reason = "quit from the window"
-                    break
-                if self.on_frame is not None:
-                    self.on_frame(result)
-                now = meter.stop()
-                if self.status_every and now >= status_at:
-                    status_at = now + self.status_every
-                    self.log("frame %d: %.1f fps, %s" % (summary.frames, meter.fps, plural(len(result.ids), "person")))
+            for spec in self.sources:  # all open before any output file is made
+                opened.append(VideoSource(spec, **self.source_options))
+            for i, source in enumerate(opened):
+                state = self.live.stream if i == 0 else self.live.new_stream()
+                state.reset()
+                streams.append(_Stream(i, self, source, state, wake))
+            self._loop(streams, summary, wake, meter)
         except KeyboardInterrupt:
             summary.stop_reason, summary.interrupted = "interrupted (Ctrl-C)", True
+            for stream in streams:
+                stream.end(summary.stop_reason, False)
         finally:
-            for closable in (feed, video, jsonl):
-                if closable is not None:
-                    closable.close()
+            for source in opened[len(streams):]:
+                source.close()
+            for stream in streams:
+                stream.close()
             if self.show:
                 cv2.destroyAllWindows()
         summary.seconds = meter.seconds
+        for stream in streams:
+            part = stream.summary
+            part.seconds = stream.meter.seconds
+            summary.sources.append(part)
+            summary.failed = summary.failed or part.failed
+            summary.reconnects += part.reconnects
+            summary.frames += part.frames
+            summary.persons += part.persons
+            summary.timings = {k: summary.timings[k] + part.timings[k] for k in STAGES}
+            part.finish()
+        if len(streams) == 1 and not summary.interrupted:
+            summary.stop_reason = streams[0].summary.stop_reason
+        elif not summary.stop_reason:
+            summary.stop_reason = "all %d sources stopped" % len(streams)
         summary.finish()
         return summary
 
-    def _source_stopped(self, source: VideoSource, summary: LiveSummary) -> Optional[VideoSource]:
-        """Report why ``source`` stopped; a reopened source when reconnecting is allowed, else None."""
-        summary.stop_reason, summary.failed = source.stop_reason or "", source.failed
-        self.log("%s stopped: %s" % (source.describe(), summary.stop_reason))
-        if not source.live:
-            return None
-        if source.frames:
-            self._attempts = 0  # attempts count since the last frame
-        while self._attempts < self.reconnect:
-            self._attempts += 1
-            self.log("reconnecting to %s (attempt %d of %d)" % (source.describe(), self._attempts, self.reconnect))
-            time.sleep(self.reconnect_delay)
-            try:
-                fresh = VideoSource(self.source, **self.source_options)
-            except EdgeposeError as e:
-                summary.stop_reason = "reconnecting failed: %s" % e
-                self.log(summary.stop_reason)
+    def _loop(self, streams: List["_Stream"], summary: LiveSummary, wake: threading.Event,
+              meter: "_FpsMeter") -> None:
+        status_at = time.monotonic() + self.status_every
+        while True:
+            wake.clear()
+            ready = [(stream, item) for stream, item in ((s, s.next()) for s in streams if not s.ended)
+                     if item is not None]
+            if not ready:
+                if all(s.ended for s in streams):
+                    return
+                wake.wait(0.05)
                 continue
-            summary.reconnects += 1
-            summary.failed = False
-            self.live.reset()
-            return fresh
-        return None
+            meter.start()
+            for stream, _ in ready:
+                stream.meter.start()
+            inputs = [stream.input(*item) for stream, item in ready]
+            for (stream, _), given, result in zip(ready, inputs, self.live.process(inputs)):
+                stream.deliver(result, given.image)
+            if self.show and self._show(streams):
+                for stream in streams:
+                    stream.end("quit from the window", False)
+                summary.stop_reason = "quit from the window"
+            now = meter.stop()
+            if self.status_every and now >= status_at:
+                status_at = now + self.status_every
+                for stream in streams:
+                    if not stream.ended:
+                        self.log("%sframe %d: %.1f fps, %s" % (stream.prefix, stream.summary.frames, stream.meter.fps,
+                                                               plural(stream.persons, "person")))
 
-    @staticmethod
-    def _show(canvas: np.ndarray) -> bool:
-        """Show a frame; True when the user asked to quit ('q', Esc, or the window closed)."""
+    def _show(self, streams: List["_Stream"]) -> bool:
+        """Show the latest frames (one source: its frame; several: a grid); True when the user asked
+        to quit ('q', Esc, or the window closed)."""
+        if len(streams) == 1:
+            canvas = streams[0].canvas
+        else:
+            canvas = tile_images([s.canvas for s in streams],
+                                 ["%d: %s%s" % (s.index, s.spec, " (ended)" if s.ended else "") for s in streams])
+        if canvas is None:
+            return False
         cv2.imshow(WINDOW, canvas)
         key = cv2.waitKey(1) & 0xFF
         return key in _QUIT_KEYS or cv2.getWindowProperty(WINDOW, cv2.WND_PROP_VISIBLE) < 1
 
 
-class _Feed:
-    """Frames of a source, each with the person boxes found on it when it is due for detection.
+class _Stream:
+    """One source of a :class:`LiveSession` run: its feed, tracking state, outputs, summary and meter."""
 
-    With ``ahead``, a thread reads and runs the detector on the frames ``live.schedule`` schedules
-    while the caller estimates poses on earlier frames (ONNX Runtime and OpenCV release the GIL);
-    :class:`LivePose` detects itself on the other frames it finds due (nobody tracked). Without it,
-    frames are read on demand and :class:`LivePose` detects on every due frame. Frames are counted
-    from the feed's start, with ``live`` freshly reset, so both count alike.
-    """
+    def __init__(self, index: int, session: LiveSession, source: VideoSource, state: StreamState,
+                 wake: threading.Event) -> None:
+        self.index = index
+        self.spec = str(session.sources[index])
+        self.session = session
+        self.state = state
+        self.prefix = "source %d: " % index if len(session.sources) > 1 else ""
+        self.summary = LiveSummary()
+        self.meter = _FpsMeter()
+        self.ended = False
+        self.canvas: Optional[np.ndarray] = None
+        self.persons = 0
+        self._record: Optional[Dict[str, Any]] = None
+        self._origin = time.monotonic()
+        self._live = source.live
+        output, json_path = session.outputs[index], session.json_paths[index]
+        self.video = VideoFileSink(output, source.fps or session.source_options.get("fps") or 30.0) if output else None
+        self.jsonl = JsonlSink(json_path) if json_path else None
+        log = session.log
+        self.feed = Feed(source, reopen=lambda: VideoSource(session.sources[index], **session.source_options),
+                         schedule=session.live.schedule, detector=session.live.detector, ahead=session.overlap,
+                         reconnect=session.reconnect, reconnect_delay=session.reconnect_delay, wake=wake,
+                         log=(lambda line: log(self.prefix + line)) if self.prefix else log)
 
-    def __init__(self, source: VideoSource, live: LivePose, ahead: bool) -> None:
-        self.source = source
-        self._detector = live.detector
-        self._schedule = live.schedule
-        self._queue: "queue.Queue[Any]" = queue.Queue(maxsize=2 if source.live else live.schedule.every + 1)
-        self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
-        if ahead:
-            self._thread = threading.Thread(target=self._run, name="edgepose-detect-ahead", daemon=True)
-            self._thread.start()
+    def next(self) -> Optional[FeedItem]:
+        """The next frame with its detections, or None (nothing yet, or the source ended)."""
+        limit = self.session.max_frames
+        if limit is not None and self.summary.frames >= limit:
+            self.end("stopped after %d frames (max_frames)" % self.summary.frames, False)
+            return None
+        while True:
+            item = self.feed.poll()
+            if isinstance(item, Stopped):
+                self.summary.stop_reason, self.summary.failed = item.reason, item.failed
+                if not item.retrying:
+                    self.end(item.reason, item.failed)
+                    return None
+                self._publish("stalled")
+            elif isinstance(item, Reopened):
+                self.summary.reconnects += 1
+                self.summary.failed = False
+                self.state.reset()
+            else:
+                return item
 
-    def read(self) -> Optional[Tuple[Frame, Optional[np.ndarray], float]]:
-        """(frame, boxes or None, detection ms), or None when the source stopped."""
-        if self._thread is None:
-            frame = self.source.read()
-            return None if frame is None else (frame, None, 0.0)
-        item = self._queue.get()
-        if isinstance(item, BaseException):
-            raise item
-        return item
+    def input(self, frame: Frame, detections: Optional[np.ndarray], detect_ms: float) -> FrameInput:
+        timestamp = frame.time - self._origin if self._live else frame.time
+        return FrameInput(self.state, frame.image, timestamp, self.summary.frames, detections, detect_ms, self.index)
 
-    def _run(self) -> None:
-        count = 0
-        try:
-            while not self._stop.is_set():
-                frame = self.source.read()
-                if frame is None:
-                    break
-                boxes, ms = None, 0.0
-                if self._schedule.scheduled(count):
-                    start = time.perf_counter()
-                    boxes = self._detector.detect(frame.image)
-                    ms = (time.perf_counter() - start) * 1000.0
-                count += 1
-                self._put((frame, boxes, ms))
-            self._put(None)
-        except Exception as e:  # noqa: BLE001 - raised again in the caller's thread
-            self._put(e)
+    def deliver(self, result: LiveFrame, image: np.ndarray) -> None:
+        """Write the outputs of ``result``, the poses on ``image``, and tell the observers."""
+        session = self.session
+        self.summary.add(result)
+        self.persons = len(result.ids)
+        if self.video is not None or session.show or session.observers:
+            self.canvas = draw_overlay(image, result, self.meter.fps, session.live.keypoint_thresh)
+        record = result.record() if self.jsonl is not None or session.observers else None
+        _write_together(([self.jsonl.write, record] if self.jsonl is not None else None,
+                         [self.video.write, self.canvas] if self.video is not None else None))
+        self._record = record
+        self._publish("running")
+        if session.on_frame is not None:
+            session.on_frame(result)
+        self.meter.stop()
 
-    def _put(self, item: Any) -> None:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
+    def _publish(self, state: str) -> None:
+        if self.canvas is None or self._record is None:
+            return
+        stats = {"fps": self.meter.fps, "persons": self.persons, "timings_ms": dict(self._record["timings_ms"]),
+                 "frames": self.summary.frames, "state": state}
+        for observer in self.session.observers:
+            observer.publish(self.index, self.canvas, stats, self._record)
+
+    def end(self, reason: str, failed: bool) -> None:
+        """Stop this source for good (once): record why and tell the observers."""
+        if self.ended:
+            return
+        self.ended = True
+        self.summary.stop_reason, self.summary.failed = reason, failed
+        self.feed.close()
+        for observer in self.session.observers:
+            observer.source_ended(self.index, reason)
 
     def close(self) -> None:
-        self._stop.set()
-        self.source.close()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=2.0)
+        self.feed.close()
+        for sink in (self.video, self.jsonl):
+            if sink is not None:
+                sink.close()
 
 
 class _FpsMeter:

@@ -19,7 +19,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Deque, Optional, Union
+from typing import Any, Deque, List, Optional, Union
 
 import cv2
 import numpy as np
@@ -91,13 +91,14 @@ class VideoSource:
     (from any source) are resized to ``width`` x ``height`` (one of them alone keeps the aspect).
     Opening waits at most ``open_timeout`` seconds (default ``read_timeout``), each :meth:`read`
     at most ``read_timeout``. ``drop_frames`` (default: for live sources) keeps only the newest
-    ``buffer`` frames instead of making the reader wait. Raises VideoSourceError (or InputError for
+    ``buffer`` frames instead of making the reader wait. ``loop``: a file starts again at its end (frame
+    indices and times go on growing), for demos and soak tests. Raises VideoSourceError (or InputError for
     a missing file) naming the source when it cannot be opened.
     """
 
     def __init__(self, spec: Union[int, str], *, width: Optional[int] = None, height: Optional[int] = None,
                  fps: Optional[float] = None, read_timeout: float = 10.0, open_timeout: Optional[float] = None,
-                 drop_frames: Optional[bool] = None, buffer: int = 4) -> None:
+                 drop_frames: Optional[bool] = None, buffer: int = 4, loop: bool = False) -> None:
         if read_timeout <= 0 or buffer < 1:
             raise InputError("read_timeout must be > 0 and buffer >= 1; got %r and %r" % (read_timeout, buffer))
         if any(v is not None and v <= 0 for v in (width, height, fps)):
@@ -110,6 +111,7 @@ class VideoSource:
         self.read_timeout = float(read_timeout)
         self.drop_frames = self.live if drop_frames is None else bool(drop_frames)
         self.buffer = int(buffer)
+        self.loop = bool(loop) and self.kind == FILE
         self.fps: Optional[float] = None  # reported by OpenCV once open (None when unknown)
         self.frames = 0  # frames handed out by read()
         self.dropped = 0  # frames discarded because the consumer was slower (live sources)
@@ -120,6 +122,7 @@ class VideoSource:
         self._stop = threading.Event()
         self._opened = threading.Event()
         self._open_error: Optional[BaseException] = None
+        self._last_time = 0.0
         self._check_openable()
         self._thread = threading.Thread(target=self._reader, name="edgepose-video-reader", daemon=True)
         self._thread.start()
@@ -192,14 +195,19 @@ class VideoSource:
         self._opened.set()
         index = 0
         end = _End("stream closed by the caller", False)
+        offset, start = 0.0, 0  # time and index of the first frame after the last rewind (loop)
         try:
             while not self._stop.is_set():
                 ok, image = cap.read()
+                if (not ok or image is None) and self.loop and index > 0 and cap.set(cv2.CAP_PROP_POS_FRAMES, 0):
+                    offset, start = self._last_time + 1.0 / (self.fps or 30.0), index
+                    ok, image = cap.read()
                 if not ok or image is None:
                     end = (_End("end of file after %d frames" % index, False) if not self.live else
                            _End("the stream ended or dropped after %d frames" % index, True))
                     break
-                self._put(Frame(self._resize(image), index, self._frame_time(cap, index)))
+                self._last_time = offset + self._frame_time(cap, index - start)
+                self._put(Frame(self._resize(image), index, self._last_time))
                 index += 1
         except Exception as e:  # noqa: BLE001 - reported to the consumer, not lost in the thread
             end = _End("reading failed after %d frames: %s" % (index, e), True)
@@ -288,6 +296,30 @@ class VideoSource:
             if frame is None:
                 return
             yield frame
+
+
+#: In an output path, stands for the source's position (0, 1, ...).
+SOURCE_FIELD = "{source}"
+
+
+def per_source_paths(path: Optional[PathLike], count: int, suffix: str, what: str = "output") -> List[Optional[str]]:
+    """The output file of each of ``count`` sources from one ``path``: ``{source}`` in it becomes the
+    source's position (``out{source}.mp4`` -> out0.mp4, out1.mp4, ...); a folder (existing, or a path
+    ending in ``/``) holds ``source0<suffix>``, ``source1<suffix>``, ...; a plain file name serves one
+    source only (InputError for several, before anything is written)."""
+    if path is None:
+        return [None] * count
+    text = str(path)
+    if SOURCE_FIELD in text:
+        return [text.replace(SOURCE_FIELD, str(i)) for i in range(count)]
+    if text.endswith(("/", os.sep)) or os.path.isdir(text):
+        return [os.path.join(text, "source%d%s" % (i, suffix)) for i in range(count)]
+    if count == 1:
+        return [text]
+    stem, ext = os.path.splitext(text)
+    raise InputError("%s %s is one file for %d sources: put {source} in the name (%s{source}%s -> %s0%s, %s1%s, "
+                     "...) or give a folder (%s/ -> source0%s, ...)"
+                     % (what, text, count, stem, ext or suffix, stem, ext or suffix, stem, ext or suffix, stem, suffix))
 
 
 class VideoFileSink:

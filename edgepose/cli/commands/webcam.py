@@ -2,7 +2,7 @@
 import signal
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -45,7 +45,7 @@ def _interrupt_on_sigterm() -> None:
 
 
 def webcam(
-    source: str = typer.Option("0", "--source", "-s", help="Camera index, video file, rtsp://, http:// URL, or a GStreamer pipeline string."),
+    source: List[str] = typer.Option(["0"], "--source", "-s", help="Camera index, video file, rtsp://, http:// URL, or a GStreamer pipeline string. Repeat for several sources: their persons go through the pose model in one batch per tick."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Pose model file or converted zoo name (default: mobile_pose_mobilenetv3_small; --precision int8 --target cpu is fastest on CPUs)."),
     precision: Optional[str] = precision_option(),
     target: Optional[str] = target_option(),
@@ -53,8 +53,8 @@ def webcam(
     detect_every: int = typer.Option(5, "--detect-every", min=1, help="Run the detector every N frames; in between, boxes follow the keypoints."),
     flip: bool = typer.Option(False, "--flip", help="Flip-test ensemble (2x pose compute)."),
     headless: bool = typer.Option(False, "--headless", help="No window (automatic when there is no display)."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the annotated video here (.mp4, .avi, ...)."),
-    json_path: Optional[Path] = typer.Option(None, "--json", help="Write one JSON line of results per frame here."),
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="Write the annotated video here (.mp4, .avi, ...). Several sources: put {source} in the name (out{source}.mp4 -> out0.mp4, out1.mp4, ...) or give a folder (out/ -> out/source0.mp4, ...)."),
+    json_path: Optional[str] = typer.Option(None, "--json", help="Write one JSON line of results per frame here (with the source's position in \"source\"). Several sources: {source} in the name, or a folder (source0.jsonl, ...)."),
     width: Optional[int] = typer.Option(None, "--width", min=1, help="Frame width (asked of cameras; other sources are resized)."),
     height: Optional[int] = typer.Option(None, "--height", min=1, help="Frame height (asked of cameras; other sources are resized)."),
     fps: Optional[float] = typer.Option(None, "--fps", min=0.1, help="Frame rate asked of cameras and pipelines."),
@@ -68,24 +68,29 @@ def webcam(
     box_thresh: float = typer.Option(0.5, "--box-thresh", min=0.0, max=1.0, help="Detector score threshold."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="ONNX Runtime threads of the pose model (default: one per core; an .onnx model only)."),
     detector_threads: int = typer.Option(1, "--detector-threads", min=1, help="ONNX Runtime threads of the detector, which runs beside the pose model (an .onnx detector only)."),
-    max_frames: Optional[int] = typer.Option(None, "--max-frames", min=1, help="Stop after this many frames."),
+    max_frames: Optional[int] = typer.Option(None, "--max-frames", min=1, help="Stop each source after this many frames."),
 ) -> None:
-    """Live multi-person pose with tracking and smoothing on a camera, video file or stream.
+    """Live multi-person pose with tracking and smoothing on cameras, video files or streams.
 
-    Ends at the end of a file, after --max-frames, on 'q'/Esc in the window, Ctrl-C or SIGTERM (exit 130),
-    and when a live stream ends, drops or stalls (exit 1 once --reconnect attempts are spent);
-    the --output video and --json lines are finalised in every case.
+    With several --source, each has its own reader, read timeout, reconnects, tracking and outputs, the
+    window shows them in a grid, and a source that ends or stalls is reported while the others go on.
+    Ends when every source has ended (end of file, --max-frames), on 'q'/Esc in the window, Ctrl-C or
+    SIGTERM (exit 130); exit 1 when a live stream ended, dropped or stalled once --reconnect attempts were
+    spent. The --output videos and --json lines are finalised in every case.
     """
     from edgepose.detector import YoloxDetector, detector_model
     from edgepose.fileio import writable_file
-    from edgepose.live import STAGES, LivePose, LiveSession
+    from edgepose.live import LivePose, LiveSession
     from edgepose.runtime import Runtime
     from edgepose.live.smooth import OneEuroFilter
-    from edgepose.live.video import window_problem
+    from edgepose.live.video import per_source_paths, window_problem
 
-    for path, what in ((output, "--output video"), (json_path, "--json file")):
-        if path is not None:
-            writable_file(path, what)
+    outputs = per_source_paths(output, len(source), ".mp4", "--output")
+    json_paths = per_source_paths(json_path, len(source), ".jsonl", "--json")
+    for paths, what in ((outputs, "--output video"), (json_paths, "--json file")):
+        for path in paths:
+            if path is not None:
+                writable_file(path, what)
     one_euro = OneEuroFilter(min_cutoff, beta, d_cutoff)
     det_path = detector_model(detector) if detector is not None else None  # a missing file fails before any work
     model_path = _pose_model(model, precision, target)
@@ -101,25 +106,40 @@ def webcam(
                     smooth=smooth, one_euro=one_euro)
     session = LiveSession(
         live, source, source_options=dict(width=width, height=height, fps=fps, read_timeout=read_timeout),
-        output=str(output) if output else None, json_path=str(json_path) if json_path else None, show=show,
+        output=output, json_path=json_path, show=show,
         reconnect=reconnect, max_frames=max_frames,
         log=lambda line: err.print(line, highlight=False, markup=False), status_every=5.0 if not show else 0.0)
-    err.print("pose model %s (%s, %s), detector %s every %d frame%s; source %s%s" % (
+    err.print("pose model %s (%s, %s), detector %s every %d frame%s; source%s %s%s" % (
         model_path, runtime.meta.name, runtime.meta.precision, det_path, detect_every, "" if detect_every == 1 else "s",
-        source, "" if show else " (headless)"), highlight=False, markup=False)
+        "s" if len(source) > 1 else "", ", ".join(source), "" if show else " (headless)"), highlight=False, markup=False)
     if runtime.meta.random_weights and "://" in model_path:  # a file's weights were announced by use_model
         warn_random_weights(model_path)
     _interrupt_on_sigterm()
     summary = session.run()
-    stages = ", ".join("%s %.1f" % (k, summary.timings[k]) for k in STAGES)
-    out.print("%d frames in %.1f s (%.1f fps), %.1f persons per frame; mean ms per frame: %s" % (
-        summary.frames, summary.seconds, summary.fps, summary.persons / max(summary.frames, 1), stages),
-        highlight=False)
-    for path in (output, json_path):
-        if path is not None and Path(path).exists():
-            out.print("wrote %s" % path, highlight=False)
-    out.print("stopped: %s%s" % (summary.stop_reason,
-                                 " (%d reconnect%s)" % (summary.reconnects, "" if summary.reconnects == 1 else "s")
-                                 if summary.reconnects else ""), highlight=False)
+    _report(summary, source, outputs + json_paths)
     if summary.interrupted or summary.failed:  # SystemExit: typer.Exit is only returned without standalone mode
         sys.exit(130 if summary.interrupted else 1)
+
+
+def _report(summary, sources: List[str], paths: List[Optional[str]]) -> None:
+    """The end of a run: frames, speed and stage times (overall, then per source when several), the
+    files written, and why each source stopped."""
+    from edgepose.live import STAGES
+
+    def line(s) -> str:
+        stages = ", ".join("%s %.1f" % (k, s.timings[k]) for k in STAGES)
+        return "%d frames in %.1f s (%.1f fps), %.1f persons per frame; mean ms per frame: %s" % (
+            s.frames, s.seconds, s.fps, s.persons / max(s.frames, 1), stages)
+
+    def stopped(s) -> str:
+        reconnects = " (%d reconnect%s)" % (s.reconnects, "" if s.reconnects == 1 else "s") if s.reconnects else ""
+        return "stopped: %s%s" % (s.stop_reason, reconnects)
+
+    out.print(line(summary), highlight=False)
+    if len(sources) > 1:
+        for i, (spec, part) in enumerate(zip(sources, summary.sources)):
+            out.print("source %d (%s): %s; %s" % (i, spec, line(part), stopped(part)), highlight=False, markup=False)
+    for path in paths:
+        if path is not None and Path(path).exists():
+            out.print("wrote %s" % path, highlight=False)
+    out.print(stopped(summary), highlight=False)
