@@ -17,9 +17,8 @@ import pytest
 
 from edgepose.errors import InputError
 from edgepose.live.view import LiveView, check_view_binding, parse_view_address
-from support import DATA, LOOPBACK, random_model, require_shared
+from support import DATA, LOOPBACK, chromium_driver, random_model, require_shared
 
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 DEMO = DATA / "demo_media" / "demo.mp4"
 YOLOX = DATA / "yolox_nano_coco" / "yolox_nano.onnx"
 MODEL = "mobile_pose_mobilenetv3_small"
@@ -45,16 +44,26 @@ def view_threads() -> list[str]:
     return [t.name for t in threading.enumerate() if t.name.startswith("edgepose-view") and t.is_alive()]
 
 
-def read_part(stream) -> bytes:
-    """The next JPEG of a multipart/x-mixed-replace response."""
-    length = None
-    while True:
-        line = stream.readline()
-        assert line, "the stream ended before a frame"
-        if line.lower().startswith(b"content-length:"):
-            length = int(line.split(b":")[1])
-        elif line == b"\r\n" and length is not None:
-            return stream.read(length)
+class MjpegReader:
+    """The JPEGs of a multipart/x-mixed-replace response, one by one (parts end at the next boundary)."""
+
+    DELIMITER = b"\r\n--edgepose-frame\r\n"
+
+    def __init__(self, response) -> None:
+        self.response, self.buffer = response, b"\r\n"
+        assert response.headers["Content-Type"] == "multipart/x-mixed-replace; boundary=edgepose-frame"
+
+    def next(self) -> bytes:
+        while self.DELIMITER not in self.buffer[1:]:
+            chunk = self.response.read1(65536)
+            assert chunk, "the stream ended before a frame"
+            self.buffer += chunk
+        start = self.buffer.index(self.DELIMITER)
+        end = self.buffer.index(self.DELIMITER, start + 1)
+        headers, _, image = self.buffer[start + len(self.DELIMITER):end].partition(b"\r\n\r\n")
+        assert headers == b"Content-Type: image/jpeg"
+        self.buffer = self.buffer[end:]
+        return image
 
 
 # ---------------------------------------------------------------- addresses and bindings
@@ -67,7 +76,7 @@ def test_parse_view_address(text, expected):
     assert parse_view_address(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", "web", ":8080", "host:", "70000", "::1:8080", "host:-1", "host:80x"])
+@pytest.mark.parametrize("text", ["", "web", ":8080", "host:", "70000", "::1:8080", "host:-1", "host:80x", "80\u00b2"])
 def test_parse_view_address_refuses_bad_text(text):
     with pytest.raises(InputError, match=r"\[HOST:\]PORT"):
         parse_view_address(text)
@@ -86,6 +95,8 @@ def test_check_view_binding():
         check_view_binding("0.0.0.0", "")
     with pytest.raises(InputError, match="--view-token TOKEN is required"):
         LiveView(["cam"], host="0.0.0.0")
+    with pytest.raises(InputError, match="port 0..65535"):
+        LiveView(["cam"], port=70000)
 
 
 def test_port_in_use_is_named():
@@ -141,10 +152,10 @@ def test_publish_never_waits_for_a_stalled_viewer_and_close_drops_it():
         stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         stalled.connect((LOOPBACK, view.port))
         stalled.sendall(b"GET /stream/0 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")  # and never reads
-        reader = urllib.request.urlopen(view.url + "stream/0", timeout=10)
-        assert reader.headers["Content-Type"] == "multipart/x-mixed-replace; boundary=edgepose-frame"
-        assert reader.headers["Cache-Control"] == "no-store"
-        read_part(reader)
+        response = urllib.request.urlopen(view.url + "stream/0", timeout=10)
+        assert response.headers["Cache-Control"] == "no-store"
+        reader = MjpegReader(response)
+        reader.next()
         slowest = 0.0
         for i in range(1, 30):  # ~40 MB of JPEG: far more than the stalled socket's buffers hold
             image = noise(i)
@@ -157,14 +168,37 @@ def test_publish_never_waits_for_a_stalled_viewer_and_close_drops_it():
         # The reading viewer skipped what it had no time for and gets the newest frame.
         newest = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, view.jpeg_quality])[1].tobytes()
         deadline = time.monotonic() + 20
-        while read_part(reader) != newest:
+        while reader.next() != newest:
             assert time.monotonic() < deadline, "the reading viewer never got the newest frame"
         start = time.monotonic()
         view.close()
         assert time.monotonic() - start < 3.0  # the stalled viewer's blocked write ends at once
         assert view_threads() == []
-        reader.close()
+        response.close()
         stalled.close()
+
+
+def test_images_are_wanted_only_while_someone_watches():
+    with LiveView(["streamed", "snapshots"], port=0, max_fps=20) as view:
+        assert not view.wants_image(0) and not view.wants_image(1)  # nobody watches: nothing to draw
+        view.publish(0, None, STATS, {"frame": 0})  # stats and record without an image
+        (entry, _) = view.stats()["sources"]
+        assert (entry["state"], entry["seq"], entry["stats"]["persons"]) == ("running", -1, 2)
+        with urllib.request.urlopen(view.url + "stream/0", timeout=10) as response:
+            stream = MjpegReader(response)
+            deadline = time.monotonic() + 10
+            while not view.wants_image(0):
+                assert time.monotonic() < deadline, "an open stream did not ask for images"
+                time.sleep(0.01)
+            view.publish(0, noise(0, (24, 32)), STATS, {"frame": 1})
+            assert not view.wants_image(0)  # at most max_fps images per second
+            stream.next()
+            time.sleep(0.06)
+            assert view.wants_image(0) and not view.wants_image(1)
+        assert get(view.url + "frame/1")[0] == 404  # no image yet, but now someone watches
+        assert view.wants_image(1)
+        view.publish(1, noise(1, (24, 32)), STATS, {"frame": 0})
+        assert get(view.url + "frame/1")[1] == "image/jpeg"
 
 
 def test_ended_and_stalled_sources(monkeypatch):
@@ -176,9 +210,9 @@ def test_ended_and_stalled_sources(monkeypatch):
         view.publish(1, noise(1, (32, 32)), dict(STATS, state="stalled"), {"frame": 0})
         view.publish(2, noise(2, (32, 32)), STATS, {"frame": 0})
         stream = urllib.request.urlopen(view.url + "stream/2", timeout=10)
-        read_part(stream)
+        MjpegReader(stream).next()
         view.source_ended(2, "end of file")
-        assert stream.read().endswith(b"--edgepose-frame--\r\n")  # the stream of an ended source ends
+        assert stream.read() == b""  # the stream of an ended source ends after its last image
         monkeypatch.setattr(view_module, "STALL_AFTER", 0.05)
         time.sleep(0.1)
         a, b, c = view.stats()["sources"]
@@ -189,22 +223,6 @@ def test_ended_and_stalled_sources(monkeypatch):
 
 
 # ---------------------------------------------------------------- a real browser on the live pipeline
-
-
-def chromium_driver(width: int, height: int):
-    """Debian's headless Chromium through Debian's chromedriver (Selenium downloads nothing)."""
-    if not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)):
-        pytest.skip("needs Debian's chromium and chromium-driver (%s, %s; apt install chromium chromium-driver)"
-                    % (CHROMIUM, CHROMEDRIVER))
-    webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium (pip install -e '.[dev]')")
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=%d,%d" % (width, height), "--hide-scrollbars"):
-        options.add_argument(arg)
-    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
 
 
 class Pipeline(threading.Thread):
@@ -248,7 +266,8 @@ class Pipeline(threading.Thread):
                 image = frames[i if s == 0 else -1 - i]
                 result = live(image, count[s] / 5.0, count[s])
                 count[s] += 1
-                canvas = draw_overlay(image, result, 1.0 / self.period, live.keypoint_thresh)
+                canvas = (draw_overlay(image, result, 1.0 / self.period, live.keypoint_thresh)
+                          if self.view.wants_image(s) else None)
                 stats = {"fps": 1.0 / self.period, "persons": len(result.ids), "timings_ms": result.timings,
                          "frames": count[s], "state": "running"}
                 self.view.publish(s, canvas, stats, result.record())
@@ -267,7 +286,6 @@ def test_browser_shows_live_sources(tmp_path):
     driver = chromium_driver(1000, 700)
     view = LiveView(["demo.mp4", "demo.mp4 (reversed, stops)"], port=0, token="view-test-token").start()
     pipeline = Pipeline(view)
-    pipeline.start()
     try:
         # Without the token the browser gets a refusal, not the page.
         driver.get("http://%s:%d/" % (LOOPBACK, view.port))
@@ -276,6 +294,8 @@ def test_browser_shows_live_sources(tmp_path):
         driver.get(view.url)
         assert driver.title == "edgepose live view"
         wait = WebDriverWait(driver, 120, poll_frequency=0.2)
+        wait.until(lambda d: view.wants_image(0) and view.wants_image(1))  # the page opened both streams
+        pipeline.start()
         stats = wait.until(lambda d: re.search(r"(\d+) persons? \u00b7 frame (\d+)",
                                                d.find_element(By.CSS_SELECTOR, "#source-0 .stats").text))
         assert pipeline.error is None
@@ -302,8 +322,41 @@ def test_browser_shows_live_sources(tmp_path):
             assert cv2.imwrite(target, (cv2.imread(str(shot)) & 0xF8) | 0x04, [cv2.IMWRITE_PNG_COMPRESSION, 9])
     finally:
         pipeline.stop.set()
-        pipeline.join(30)
+        if pipeline.is_alive():
+            pipeline.join(30)
         driver.quit()
         view.close()
     assert pipeline.error is None
+    assert view_threads() == []
+
+
+@pytest.mark.shared
+def test_browser_shows_sources_past_five_as_snapshots():
+    """A browser holds at most 6 connections per server: sources 0-4 stream, the others refresh JPEGs."""
+    require_shared()
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from edgepose.live.video import VideoSource
+
+    with VideoSource(str(DEMO)) as source:
+        frames = [f.image for f in iter(source.read, None)]
+    driver = chromium_driver(1000, 700)
+    try:
+        with LiveView(["camera %d" % i for i in range(7)], port=0) as view:
+            for i in range(7):
+                view.publish(i, frames[i % len(frames)], STATS, {"frame": 0})
+            driver.get(view.url)
+            wait = WebDriverWait(driver, 60, poll_frequency=0.2)
+            images = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#grid img")[6:] and
+                                d.find_elements(By.CSS_SELECTOR, "#grid img"))
+            wait.until(lambda d: all(img.get_property("naturalWidth") == 960 for img in images))
+            assert [img.get_attribute("src").split("?")[0].rsplit("/", 2)[-2] for img in images] == \
+                ["stream"] * 5 + ["frame"] * 2
+            before = images[6].screenshot_as_png
+            view.publish(6, frames[(6 + 1) % len(frames)], dict(STATS, frames=2), {"frame": 1})
+            wait.until(lambda d: "seq=1" in images[6].get_attribute("src"))
+            wait.until(lambda d: images[6].screenshot_as_png != before)
+    finally:
+        driver.quit()
     assert view_threads() == []

@@ -4,11 +4,12 @@
 MJPEG (``/stream/N``), its stats (fps, persons, per-stage ms) and its latest JSON record, polled from
 ``/stats``, and a badge when the source waits, stalls or ended. A browser opens at most six connections per
 server, so the page streams the first five sources and shows the others as JPEG snapshots (``/frame/N``)
-refreshed with the stats. The pipeline calls :meth:`LiveView.publish` with each annotated frame; that only
-stores a reference to it (O(1), never blocks): each viewer connection has its own thread, which JPEG-encodes
-the newest frame when it is ready for one (once per published frame, shared by all viewers of that source)
-and skips the frames it had no time for. A viewer that stops reading holds only its own thread and is
-dropped after :data:`WRITE_TIMEOUT` seconds.
+refreshed with the stats. The pipeline calls :meth:`LiveView.publish` with each frame's stats and record, and
+with the annotated image when :meth:`LiveView.wants_image` says someone watches (at most ``max_fps`` images
+per second): nobody watching costs no drawing and no encoding. Publishing only stores references (O(1), never
+blocks): each viewer connection has its own thread, which JPEG-encodes the newest image when it is ready for
+one (once per image, shared by all viewers of that source) and skips the images it had no time for. A viewer
+that stops reading holds only its own thread and is dropped after :data:`WRITE_TIMEOUT` seconds.
 
 With a token, every request needs ``?token=...`` (compared in constant time); without one, only requests
 addressed to a loopback name are answered (a page elsewhere cannot reach the view through DNS rebinding).
@@ -17,6 +18,7 @@ import errno
 import hmac
 import ipaddress
 import json
+import re
 import socket
 import threading
 import time
@@ -34,8 +36,11 @@ from edgepose.errors import InputError, InputTypeError
 WRITE_TIMEOUT = 10.0
 #: A running source without a new frame for this many seconds is shown as stalled.
 STALL_AFTER = 5.0
+#: Seconds a request for a source's snapshot (``/frame/N``) counts as someone watching it.
+SNAPSHOT_INTEREST = 2.0
 _LOOPBACK_NAMES = ("localhost",)
 _BOUNDARY = "edgepose-frame"
+_PORT = re.compile(r"[0-9]{1,5}")
 
 
 def parse_view_address(text: str) -> Tuple[str, int]:
@@ -45,7 +50,7 @@ def parse_view_address(text: str) -> Tuple[str, int]:
     host, sep, port = value.rpartition(":")
     bracketed = host.startswith("[") and host.endswith("]")
     host = host[1:-1] if bracketed else host
-    if (sep and not host) or not port.isdigit() or int(port) > 65535 or (":" in host and not bracketed):
+    if (sep and not host) or not _PORT.fullmatch(port) or int(port) > 65535 or (":" in host and not bracketed):
         raise InputError("--view takes [HOST:]PORT (8080, 0.0.0.0:8080, [::1]:8080; port 0..65535), got %r" % text)
     return host or "127.0.0.1", int(port)
 
@@ -74,44 +79,47 @@ def check_view_binding(host: str, token: Optional[str]) -> Optional[str]:
             "carries the token unencrypted (use it on a trusted network or behind a TLS proxy)" % host)
 
 
-class _Snapshot:
-    """One published frame of a source, as :meth:`LiveView.publish` received it."""
+class _Frame:
+    """One published image of a source: its sequence number (0, 1, ...), the image, when it came."""
 
-    __slots__ = ("seq", "image", "stats", "record", "time")
+    __slots__ = ("seq", "image", "time")
 
-    def __init__(self, seq: int, image: np.ndarray, stats: dict, record: dict) -> None:
-        self.seq, self.image, self.stats, self.record, self.time = seq, image, stats, record, time.monotonic()
+    def __init__(self, seq: int, image: np.ndarray) -> None:
+        self.seq, self.image, self.time = seq, image, time.monotonic()
 
 
 class _Source:
-    """The latest frame of one source, its end, and its JPEG encoded once on demand."""
+    """One source: its latest stats, record and image, its end, its viewers, and its JPEG encoded on demand."""
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.changed = threading.Condition()
-        self.latest: Optional[_Snapshot] = None
+        self.update: Optional[Tuple[dict, dict, float]] = None  # stats, record, time of the latest publish()
+        self.frame: Optional[_Frame] = None
         self.ended: Optional[str] = None
+        self.viewers = 0  # open MJPEG streams
+        self.snapshot_until = 0.0  # a snapshot (/frame/N) viewer counts as watching until then
         self._encode = threading.Lock()
         self._jpeg: Tuple[int, bytes] = (-1, b"")
 
     def jpeg(self, quality: int) -> Tuple[int, bytes]:
-        """(sequence number, JPEG) of the newest frame, encoded at most once per frame."""
+        """(sequence number, JPEG) of the newest image, encoded at most once per image."""
         with self._encode:
-            latest = self.latest
-            if latest is not None and latest.seq != self._jpeg[0]:
-                ok, data = cv2.imencode(".jpg", latest.image, [cv2.IMWRITE_JPEG_QUALITY, quality])
-                self._jpeg = (latest.seq, data.tobytes() if ok else b"")
+            frame = self.frame
+            if frame is not None and frame.seq != self._jpeg[0]:
+                ok, data = cv2.imencode(".jpg", frame.image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+                self._jpeg = (frame.seq, data.tobytes() if ok else b"")
             return self._jpeg
 
     def describe(self, index: int) -> Dict[str, Any]:
         """The source's entry of ``/stats``."""
-        latest, ended = self.latest, self.ended
-        entry: Dict[str, Any] = {"index": index, "name": self.name, "seq": -1, "state": "waiting", "reason": "",
-                                 "age_s": None, "stats": {}, "record": None}
-        if latest is not None:
-            age = time.monotonic() - latest.time
-            entry.update(seq=latest.seq, age_s=round(age, 2), stats=latest.stats, record=latest.record,
-                         state=latest.stats.get("state", "running"))
+        update, frame, ended = self.update, self.frame, self.ended
+        entry: Dict[str, Any] = {"index": index, "name": self.name, "seq": -1 if frame is None else frame.seq,
+                                 "state": "waiting", "reason": "", "age_s": None, "stats": {}, "record": None}
+        if update is not None:
+            stats, record, when = update
+            age = time.monotonic() - when
+            entry.update(age_s=round(age, 2), stats=stats, record=record, state=stats.get("state", "running"))
             if entry["state"] == "running" and age > STALL_AFTER:
                 entry.update(state="stalled", reason="no frame for %.0f s" % age)
         if ended is not None:
@@ -124,29 +132,38 @@ class LiveView:
 
     ``sources``: the sources' names, in the order of the ``source`` indexes :meth:`publish` takes.
     ``host``/``port``: where to listen (port 0: any free port; :attr:`url` tells which). ``token``: when set,
-    required on every request. ``jpeg_quality``: 1..100. ``log``: called with one line per event.
+    required on every request. ``jpeg_quality``: 1..100. ``max_fps``: the most images per second
+    :meth:`wants_image` asks for per source. ``log``: called with one line per event.
+
+    Drawing and encoding cost the loop time, so a loop asks :meth:`wants_image` first and passes the annotated
+    image only when someone watches that source and the last image is ``1 / max_fps`` old:
 
         with LiveView(["cam0", "cam1"], port=8080) as view:
             print("view at", view.url)
-            view.publish(0, annotated, {"fps": 25.0, "persons": 2, "timings_ms": {...}, "frames": 120,
-                                        "state": "running"}, frame.record())
+            ...
+            canvas = draw_overlay(image, frame, fps) if view.wants_image(0) else None
+            view.publish(0, canvas, {"fps": fps, "persons": len(frame.ids), "timings_ms": frame.timings,
+                                     "frames": n, "state": "running"}, frame.record())
     """
 
     def __init__(self, sources: Sequence[str], host: str = "127.0.0.1", port: int = 8080,
-                 token: Optional[str] = None, jpeg_quality: int = 80,
+                 token: Optional[str] = None, jpeg_quality: int = 80, max_fps: float = 15.0,
                  log: Callable[[str], None] = lambda line: None) -> None:
         if not sources:
             raise InputError("the view needs at least one source")
-        if not 1 <= int(jpeg_quality) <= 100:
-            raise InputError("jpeg_quality must be 1..100, got %r" % jpeg_quality)
+        if not 1 <= int(jpeg_quality) <= 100 or not 0 <= int(port) <= 65535:
+            raise InputError("jpeg_quality must be 1..100 and port 0..65535, got %r and %r" % (jpeg_quality, port))
+        if not max_fps > 0:
+            raise InputError("max_fps must be > 0, got %r" % max_fps)
         check_view_binding(host, token)
         self.host, self.port, self.token = host, int(port), token
         self.jpeg_quality = int(jpeg_quality)
+        self.min_interval = 1.0 / float(max_fps)
         self.log = log
         self._sources = [_Source(str(name)) for name in sources]
         self._server: Optional[_Server] = None
         self._thread: Optional[threading.Thread] = None
-        self.closed = threading.Event()
+        self._closed = threading.Event()
 
     def start(self) -> "LiveView":
         """Listen and serve in background threads; an address that cannot be bound raises :class:`InputError`."""
@@ -174,18 +191,29 @@ class LiveView:
         """The page's address, with the token when one is set."""
         return self._address() + ("?token=%s" % quote(self.token, safe="") if self.token else "")
 
-    def publish(self, source: int, image: np.ndarray, stats: dict, record: dict) -> None:
-        """Make ``image`` (the annotated BGR frame, kept by reference: do not modify it afterwards), ``stats``
-        (fps, persons, timings_ms, frames, state "running" or "stalled") and ``record`` (the frame's JSON object)
-        the latest of ``source``. O(1): encoding happens in the viewers' threads, older frames are dropped."""
-        if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim not in (2, 3):
-            raise InputTypeError("publish() takes a uint8 BGR image (H, W, 3), got %r"
+    def wants_image(self, source: int) -> bool:
+        """Whether someone watches ``source``'s video and its last image is at least ``1 / max_fps`` old: when
+        not, :meth:`publish` it without an image and save drawing it. O(1)."""
+        slot = self._slot(source)
+        now = time.monotonic()
+        watched = slot.viewers > 0 or now < slot.snapshot_until
+        return watched and (slot.frame is None or now - slot.frame.time >= self.min_interval)
+
+    def publish(self, source: int, image: Optional[np.ndarray], stats: dict, record: dict) -> None:
+        """Make ``stats`` (fps, persons, timings_ms, frames, state "running" or "stalled"), ``record`` (the frame's
+        JSON object) and ``image`` (the annotated BGR frame, kept by reference: do not modify it afterwards; None
+        keeps the previous image) the latest of ``source``. O(1): encoding happens in the viewers' threads, and
+        images a viewer had no time for are dropped."""
+        if image is not None and (not isinstance(image, np.ndarray) or image.dtype != np.uint8
+                                  or image.ndim not in (2, 3)):
+            raise InputTypeError("publish() takes a uint8 BGR image (H, W, 3) or None, got %r"
                                  % (getattr(image, "dtype", type(image)),))
         slot = self._slot(source)
         with slot.changed:
-            seq = slot.latest.seq + 1 if slot.latest is not None else 0
-            slot.latest = _Snapshot(seq, image, stats, record)
-            slot.changed.notify_all()
+            slot.update = (stats, record, time.monotonic())
+            if image is not None:
+                slot.frame = _Frame(slot.frame.seq + 1 if slot.frame is not None else 0, image)
+                slot.changed.notify_all()
 
     def source_ended(self, source: int, reason: str) -> None:
         """Show ``source`` as ended with ``reason``; its stream ends after its last frame."""
@@ -205,9 +233,9 @@ class LiveView:
 
     def close(self) -> None:
         """Stop serving and drop every viewer connection; returns once the server's threads have ended."""
-        if self.closed.is_set():
+        if self._closed.is_set():
             return
-        self.closed.set()
+        self._closed.set()
         for slot in self._sources:
             with slot.changed:
                 slot.changed.notify_all()
@@ -243,7 +271,7 @@ class _Server(HTTPServer):
         self.server_name, self.server_port = str(self.server_address[0]), self.server_address[1]
 
     def process_request(self, request: socket.socket, client_address: Any) -> None:
-        if self.view.closed.is_set():
+        if self.view._closed.is_set():
             self.shutdown_request(request)
             return
         thread = threading.Thread(target=self._serve, args=(request, client_address), name="edgepose-view-conn",
@@ -298,7 +326,9 @@ class _Handler(BaseHTTPRequestHandler):
             slot = self._source(view, url.path)
             if url.path.startswith("/stream/"):
                 self._stream(view, slot)
-            elif slot.latest is None:
+                return
+            slot.snapshot_until = time.monotonic() + SNAPSHOT_INTEREST
+            if slot.frame is None:
                 self._send(404, "text/plain; charset=utf-8", b"no frame yet\n")
             else:
                 self._send(200, "image/jpeg", slot.jpeg(view.jpeg_quality)[1])
@@ -310,7 +340,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _source(view: LiveView, path: str) -> Optional[_Source]:
         """The source that ``path`` (``/stream/N``, ``/frame/N``) names, or None."""
         index = path.rpartition("/")[2]
-        return view._sources[int(index)] if index.isdigit() and int(index) < len(view._sources) else None
+        return view._sources[int(index)] if _PORT.fullmatch(index) and int(index) < len(view._sources) else None
 
     def _refusal(self, view: LiveView, token: str) -> str:
         """Why this request is refused, or ``""``."""
@@ -344,22 +374,30 @@ class _Handler(BaseHTTPRequestHandler):
         self._common_headers()
         self.send_header("Connection", "close")
         self.end_headers()
-        sent = -1
-        while not view.closed.is_set():
+        # Each image is followed at once by the boundary and headers of the next part: a browser shows a part only
+        # once the next one has begun (so the parts carry no Content-Length, which is not known that early).
+        part = b"\r\n--%s\r\nContent-Type: image/jpeg\r\n\r\n" % _BOUNDARY.encode()
+        self.wfile.write(part[2:])
+        with slot.changed:
+            slot.viewers += 1
+        try:
+            sent = -1
+            while not view._closed.is_set():
+                with slot.changed:
+                    slot.changed.wait_for(lambda: view._closed.is_set() or slot.ended is not None
+                                          or (slot.frame is not None and slot.frame.seq != sent), timeout=1.0)
+                    fresh = slot.frame is not None and slot.frame.seq != sent
+                    ended = slot.ended is not None
+                if view._closed.is_set():
+                    break
+                if fresh:
+                    sent, jpeg = slot.jpeg(view.jpeg_quality)
+                    self.wfile.write(jpeg + part)
+                elif ended:
+                    break
+        finally:
             with slot.changed:
-                slot.changed.wait_for(lambda: view.closed.is_set() or slot.ended is not None
-                                      or (slot.latest is not None and slot.latest.seq != sent), timeout=1.0)
-                fresh = slot.latest is not None and slot.latest.seq != sent
-                ended = slot.ended is not None
-            if view.closed.is_set():
-                break
-            if fresh:
-                sent, jpeg = slot.jpeg(view.jpeg_quality)
-                self.wfile.write(b"--%s\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n%s\r\n"
-                                 % (_BOUNDARY.encode(), len(jpeg), jpeg))
-            elif ended:
-                break
-        self.wfile.write(b"--%s--\r\n" % _BOUNDARY.encode())
+                slot.viewers -= 1
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's signature
         """Silent: request lines would carry the token."""
@@ -409,8 +447,9 @@ function build(src) {
   const title = el("div", "title", card);
   el("span", "name", title).textContent = src.index + ": " + src.name;
   const c = {card: card, badge: el("span", "badge", title), img: el("img", "", card),
-             stats: el("div", "stats", card), stages: el("div", "stages", card), streaming: false};
+             stats: el("div", "stats", card), stages: el("div", "stages", card), streaming: false, opened: false};
   c.img.alt = "video of source " + src.index;
+  c.img.onerror = () => { c.streaming = false; };  // a dropped stream is opened again on the next poll
   const details = el("details", "", card); details.open = true;
   el("summary", "", details).textContent = "latest JSON record";
   c.record = el("pre", "record", details);
@@ -420,16 +459,22 @@ function show(c, src) {
   c.card.className = "card " + src.state;
   c.badge.textContent = c.badge.title = src.state + (src.reason ? ": " + src.reason : "");
   if (src.index < MAX_STREAMS) {
-    if (!c.streaming && src.seq >= 0) { c.img.src = "stream/" + src.index + q; c.streaming = true; }
-  } else if (src.seq >= 0 && src.seq !== c.seq) {
-    c.img.src = "frame/" + src.index + (q ? q + "&" : "?") + "seq=" + src.seq;
+    // The stream of a running source is (re)opened; an ended one's once, for its last image.
+    if (!c.streaming && (src.state !== "ended" || (src.seq >= 0 && !c.opened))) {
+      c.img.src = "stream/" + src.index + q; c.streaming = c.opened = true;
+    }
+  } else if (src.state !== "ended" || src.seq !== c.seq) {
+    // Asking for a snapshot also tells the view that someone watches this source.
+    const next = new Image();
+    next.onload = () => { c.img.src = next.src; };
+    next.src = "frame/" + src.index + (q ? q + "&" : "?") + "seq=" + src.seq + "&t=" + Date.now();
   }
   c.seq = src.seq;
   const s = src.stats || {};
-  if (src.seq >= 0) {
+  if (src.age_s !== null) {
     const persons = s.persons === undefined ? "?" : s.persons;
     c.stats.textContent = (s.fps || 0).toFixed(1) + " fps \\u00b7 " + persons + (persons === 1 ? " person" : " persons")
-      + " \\u00b7 frame " + (s.frames === undefined ? src.seq + 1 : s.frames);
+      + " \\u00b7 frame " + (s.frames === undefined ? "?" : s.frames);
     const t = s.timings_ms || {};
     c.stages.textContent = Object.keys(t).map(k => k + " " + Number(t[k]).toFixed(1)).join(" \\u00b7 ") + " ms";
     c.record.textContent = JSON.stringify(src.record, null, 1);
