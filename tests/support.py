@@ -29,6 +29,7 @@ SHARED_REASON = ("needs the sample data, not found at %s: set EDGEPOSE_SHARED to
                  "parity/ (the shared/ folder beside the repository)" % SHARED)
 TEST_MODELS = Path(os.environ.get("EDGEPOSE_TEST_MODELS") or Path(tempfile.gettempdir()) / "edgepose-test-models")
 LOOPBACK = "127.0.0.1"
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"  # Debian's chromium, chromium-driver
 _port_bases = random.Random()  # unaffected by tests that seed the global generator
 
 
@@ -112,6 +113,25 @@ def require_shared() -> None:
         import pytest
 
         pytest.skip(SHARED_REASON)
+
+
+def chromium_driver(width: int, height: int):
+    """Debian's headless Chromium through Debian's chromedriver, a ``width`` x ``height`` window (Selenium
+    downloads nothing); skips the calling test where they or selenium are missing."""
+    import pytest
+
+    if not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)):
+        pytest.skip("needs Debian's chromium and chromium-driver (%s, %s; apt install chromium chromium-driver)"
+                    % (CHROMIUM, CHROMEDRIVER))
+    webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium (pip install -e '.[dev]')")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--window-size=%d,%d" % (width, height), "--hide-scrollbars"):
+        options.add_argument(arg)
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
 
 
 def closed_port() -> int:

@@ -1,5 +1,6 @@
 """The live app: video sources and sinks (:mod:`.video`), tracking (:mod:`.track`), One Euro smoothing
-(:mod:`.smooth`), drawing (:mod:`.draw`) and the per-frame loop (:mod:`.session`) behind ``edgepose webcam``.
+(:mod:`.smooth`), drawing (:mod:`.draw`), the per-frame loop (:mod:`.session`) and the browser view
+(:mod:`.view`) behind ``edgepose webcam``.
 
     from edgepose import Runtime
     from edgepose.detector import YoloxDetector
@@ -11,6 +12,7 @@
 from edgepose.live.session import (
     STAGES, DetectionSchedule, LiveFrame, LivePose, LiveSession, LiveSummary, draw_overlay, overlay_text,
 )
+from edgepose.live.view import LiveView
 
-__all__ = ["STAGES", "DetectionSchedule", "LiveFrame", "LivePose", "LiveSession", "LiveSummary", "draw_overlay",
-           "overlay_text"]
+__all__ = ["STAGES", "DetectionSchedule", "LiveFrame", "LivePose", "LiveSession", "LiveSummary", "LiveView",
+           "draw_overlay", "overlay_text"]
