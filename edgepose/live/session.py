@@ -302,10 +302,16 @@ class LiveObserver(Protocol):
     """What :class:`LiveSession` tells an observer (a browser view, say). Both calls come from the loop's
     thread and must return at once: an observer that cannot keep up drops frames itself."""
 
-    def publish(self, source: int, image: np.ndarray, stats: Dict[str, Any], record: Dict[str, Any]) -> None:
-        """A processed frame of ``source``: ``image`` annotated (BGR), ``stats`` {"fps", "persons",
-        "timings_ms", "frames", "state": "running"}, ``record`` its JSON-lines object. When the source
-        stalls and a reconnect is tried, the last frame comes again with ``stats["state"] == "stalled"``."""
+    def wants_image(self, source: int) -> bool:
+        """Whether the next :meth:`publish` of ``source`` needs the annotated image (drawing it costs time).
+        Optional: an observer without it gets every image."""
+
+    def publish(self, source: int, image: Optional[np.ndarray], stats: Dict[str, Any],
+                record: Dict[str, Any]) -> None:
+        """A processed frame of ``source``: ``image`` annotated (BGR; None when :meth:`wants_image` said no),
+        ``stats`` {"fps", "persons", "timings_ms", "frames", "state": "running"}, ``record`` its JSON-lines
+        object. When the source stalls and a reconnect is tried, the last frame comes again with
+        ``stats["state"] == "stalled"``."""
 
     def source_ended(self, source: int, reason: str) -> None:
         """``source`` ended or failed for good (once per source)."""
@@ -524,24 +530,27 @@ class _Stream:
         session = self.session
         self.summary.add(result)
         self.persons = len(result.ids)
-        if self.video is not None or session.show or session.observers:
-            self.canvas = draw_overlay(image, result, self.meter.fps, session.live.keypoint_thresh)
+        watched = [getattr(o, "wants_image", lambda source: True)(self.index) for o in session.observers]
+        self.canvas = (draw_overlay(image, result, self.meter.fps, session.live.keypoint_thresh)
+                       if self.video is not None or session.show or any(watched) else None)
         record = result.record() if self.jsonl is not None or session.observers else None
         _write_together(([self.jsonl.write, record] if self.jsonl is not None else None,
                          [self.video.write, self.canvas] if self.video is not None else None))
         self._record = record
-        self._publish("running")
+        self._publish("running", watched)
         if session.on_frame is not None:
             session.on_frame(result)
         self.meter.stop()
 
-    def _publish(self, state: str) -> None:
-        if self.canvas is None or self._record is None:
+    def _publish(self, state: str, images: Optional[List[bool]] = None) -> None:
+        """Tell the observers the latest stats and record, with the image to those that want it (``images``:
+        one flag per observer; None: the image drawn last, to all, e.g. a stalled source's last frame)."""
+        if self._record is None:
             return
         stats = {"fps": self.meter.fps, "persons": self.persons, "timings_ms": dict(self._record["timings_ms"]),
                  "frames": self.summary.frames, "state": state}
-        for observer in self.session.observers:
-            observer.publish(self.index, self.canvas, stats, self._record)
+        for i, observer in enumerate(self.session.observers):
+            observer.publish(self.index, self.canvas if images is None or images[i] else None, stats, self._record)
 
     def end(self, reason: str, failed: bool) -> None:
         """Stop this source for good (once): record why and tell the observers."""

@@ -180,7 +180,8 @@ class LiveView:
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
                                         name="edgepose-view", daemon=True)
         self._thread.start()
-        self.log("live view at %s" % self._address())
+        self.log("live view at %s%s" % (self._address(), " (add ?token=... with the --view-token)"
+                                         if self.token else ""))
         return self
 
     def _address(self) -> str:

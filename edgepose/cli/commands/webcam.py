@@ -69,6 +69,8 @@ def webcam(
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="ONNX Runtime threads of the pose model (default: one per core; an .onnx model only)."),
     detector_threads: int = typer.Option(1, "--detector-threads", min=1, help="ONNX Runtime threads of the detector, which runs beside the pose model (an .onnx detector only)."),
     max_frames: Optional[int] = typer.Option(None, "--max-frames", min=1, help="Stop each source after this many frames."),
+    view: Optional[str] = typer.Option(None, "--view", help="Serve a live view in the browser at [HOST:]PORT (default host 127.0.0.1): each source's annotated video, stats and latest JSON. Another host is reachable from the network and needs --view-token."),
+    view_token: Optional[str] = typer.Option(None, "--view-token", envvar="EDGEPOSE_VIEW_TOKEN", help="Secret the view's URL must carry (?token=...); required when --view binds beyond loopback."),
 ) -> None:
     """Live multi-person pose with tracking and smoothing on cameras, video files or streams.
 
@@ -85,6 +87,15 @@ def webcam(
     from edgepose.live.smooth import OneEuroFilter
     from edgepose.live.video import per_source_paths, window_problem
 
+    from edgepose.live.view import LiveView, check_view_binding, parse_view_address
+
+    view_address = parse_view_address(view) if view is not None else None
+    if view_address is not None:
+        warning = check_view_binding(view_address[0], view_token)  # refuses a network bind without a token
+        if warning:
+            err.print("warning: " + warning, style="yellow", highlight=False, markup=False)
+    elif view_token is not None:
+        raise typer.BadParameter("--view-token goes with --view")
     outputs = per_source_paths(output, len(source), ".mp4", "--output")
     json_paths = per_source_paths(json_path, len(source), ".jsonl", "--json")
     for paths, what in ((outputs, "--output video"), (json_paths, "--json file")):
@@ -104,10 +115,14 @@ def webcam(
         show = False
     live = LivePose(runtime, det, detect_every=detect_every, flip=flip, keypoint_thresh=keypoint_thresh,
                     smooth=smooth, one_euro=one_euro)
+    observers = []
+    if view_address is not None:
+        observers.append(LiveView(source, *view_address, token=view_token,  # it prints its URL when started
+                                  log=lambda line: err.print(line, highlight=False, markup=False)).start())
     session = LiveSession(
         live, source, source_options=dict(width=width, height=height, fps=fps, read_timeout=read_timeout),
         output=output, json_path=json_path, show=show,
-        reconnect=reconnect, max_frames=max_frames,
+        reconnect=reconnect, max_frames=max_frames, observers=observers,
         log=lambda line: err.print(line, highlight=False, markup=False), status_every=5.0 if not show else 0.0)
     err.print("pose model %s (%s, %s), detector %s every %d frame%s; source%s %s%s" % (
         model_path, runtime.meta.name, runtime.meta.precision, det_path, detect_every, "" if detect_every == 1 else "s",
@@ -115,7 +130,11 @@ def webcam(
     if runtime.meta.random_weights and "://" in model_path:  # a file's weights were announced by use_model
         warn_random_weights(model_path)
     _interrupt_on_sigterm()
-    summary = session.run()
+    try:
+        summary = session.run()
+    finally:
+        for observer in observers:
+            observer.close()
     _report(summary, source, outputs + json_paths)
     if summary.interrupted or summary.failed:  # SystemExit: typer.Exit is only returned without standalone mode
         sys.exit(130 if summary.interrupted else 1)
