@@ -416,6 +416,7 @@ def test_cli_on_demo_video_writes_video_and_json_lines(pose_model, tmp_path):
 
 
 @pytest.mark.shared
+@pytest.mark.converter  # the Triton configuration is read with onnx
 @needs_cli
 def test_cli_with_a_detector_on_triton(pose_model, tmp_path, server):
     """--detector triton://HOST:PORT/NAME (a scripted Triton on loopback HTTP, configured as export-triton
