@@ -30,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
@@ -64,11 +65,12 @@ while stream.read(65536):
 """
 
 
-def run_loop(video: Path, live: LivePose, draw: bool, view: Optional[LiveView]) -> Tuple[float, float]:
-    """Wall and CPU milliseconds per frame of the loop over ``video`` (CPU: all threads of this process, the
-    view's included); ``draw``: the overlay; ``view``: publish to it."""
+def run_loop(video: Path, live: LivePose, draw: bool, view: Optional[LiveView]) -> Tuple[float, ...]:
+    """Milliseconds per frame of the loop over ``video``: wall time, CPU time (all threads of this process, the
+    view's included), the loop thread's CPU time in the view's part (asking, drawing, publishing) and the CPU
+    time of the view's threads; ``draw``: the overlay; ``view``: publish to it."""
     live.reset()
-    frames, fps = 0, 0.0
+    frames, fps, in_view = 0, 0.0, 0.0
     with VideoSource(str(video)) as source:
         start, cpu = time.perf_counter(), time.process_time()
         for frame in iter(source.read, None):
@@ -76,25 +78,34 @@ def run_loop(video: Path, live: LivePose, draw: bool, view: Optional[LiveView]) 
             record = result.record()
             frames += 1
             if view is not None:  # as edgepose webcam --view does: draw only what a viewer wants
+                begin = time.thread_time()
                 canvas = draw_overlay(frame.image, result, fps, live.keypoint_thresh) if view.wants_image(0) else None
                 stats = {"fps": fps, "persons": len(result.ids), "timings_ms": result.timings,
                          "frames": frames, "state": "running"}
                 view.publish(0, canvas, stats, record)
+                in_view += time.thread_time() - begin
             elif draw:
                 draw_overlay(frame.image, result, fps, live.keypoint_thresh)
             fps = frames / (time.perf_counter() - start)
-        return 1000.0 * (time.perf_counter() - start) / frames, 1000.0 * (time.process_time() - cpu) / frames
+        wall, used = time.perf_counter() - start, time.process_time() - cpu
+        return tuple(1000.0 * t / frames for t in (wall, used, in_view, view_threads_cpu()))
 
 
-Run = Callable[[LiveView], Tuple[float, float]]
+def view_threads_cpu() -> float:
+    """CPU seconds the view's threads still alive have used (the stream threads live through a run)."""
+    return sum(time.clock_gettime(time.pthread_getcpuclockid(t.ident)) for t in threading.enumerate()
+               if t.name.startswith("edgepose-view") and t.ident is not None)
 
 
-def with_view(run: Run) -> Tuple[float, float]:
+Run = Callable[[LiveView], Tuple[float, ...]]
+
+
+def with_view(run: Run) -> Tuple[float, ...]:
     with LiveView(["three persons"], port=0) as view:
         return run(view)
 
 
-def with_reader(run: Run) -> Tuple[float, float]:
+def with_reader(run: Run) -> Tuple[float, ...]:
     with LiveView(["three persons"], port=0) as view:
         reader = subprocess.Popen([sys.executable, "-c", READER, view.url])
         try:
@@ -105,8 +116,8 @@ def with_reader(run: Run) -> Tuple[float, float]:
             reader.wait(10)
 
 
-def with_browser(driver) -> Callable[[Run], Tuple[float, float]]:
-    def attach(run: Run) -> Tuple[float, float]:
+def with_browser(driver) -> Callable[[Run], Tuple[float, ...]]:
+    def attach(run: Run) -> Tuple[float, ...]:
         with LiveView(["three persons"], port=0) as view:
             driver.get(view.url)
             try:
@@ -131,7 +142,7 @@ def main() -> None:
     # Random weights give meaningless joint scores: every joint counts, so the three persons stay tracked.
     live = LivePose(runtime, detector, detect_every=5, keypoint_thresh=-np.inf)
     driver = None if args.no_browser else chromium_driver(1280, 800)
-    configs: Dict[str, Callable[[Path], Tuple[float, float]]] = {
+    configs: Dict[str, Callable[[Path], Tuple[float, ...]]] = {
         "headless": lambda v: run_loop(v, live, False, None),
         "overlay": lambda v: run_loop(v, live, True, None),
         "view, nobody watching": lambda v: with_view(lambda view: run_loop(v, live, False, view)),
@@ -141,6 +152,7 @@ def main() -> None:
         configs["view, Chromium"] = lambda v: with_browser(driver)(lambda view: run_loop(v, live, False, view))
     ms: Dict[str, List[float]] = {name: [] for name in configs}
     cpu: Dict[str, List[float]] = {name: [] for name in configs}
+    parts: Dict[str, List[Tuple[float, float]]] = {name: [] for name in configs}
     load: List[float] = []
     meter = CpuMeter([os.getpid()])
     try:
@@ -151,9 +163,10 @@ def main() -> None:
                 meter.wait_quiet(args.quiet, args.max_wait)
                 for name, run in configs.items():
                     meter.start()
-                    wall, used = run(video)
+                    wall, used, in_loop, in_threads = run(video)
                     ms[name].append(wall)
                     cpu[name].append(used)
+                    parts[name].append((in_loop, in_threads))
                     load.append(meter.stop() or 0.0)
     finally:
         if driver is not None:
@@ -175,6 +188,20 @@ def main() -> None:
         print("| %s | %s | %.1f | %s | %s | %s |" % (name, spread(ms[name]), 1000.0 / statistics.median(ms[name]),
                                                   overhead(ms[name], ms["headless"]), spread(cpu[name]),
                                                   overhead(cpu[name], cpu["headless"])))
+
+    print("\nThe view's own work, measured inside the same runs as CPU time (robust to other processes' load): the "
+          "loop thread's in asking, drawing and publishing, plus the view's threads' (JPEG encoding, sending), per "
+          "frame. Their sum bounds what the view adds to the loop time (the loop thread's share adds to it in full, "
+          "the threads' share at most in full); against the median headless loop (%.2f ms/frame):\n"
+          % statistics.median(ms["headless"]))
+    print("| configuration | loop thread CPU ms/frame | view threads CPU ms/frame | sum, % of headless loop time |")
+    print("|---|---|---|---|")
+    for name in configs:
+        if "view" in name:
+            loop_ms = statistics.median(p[0] for p in parts[name])
+            thread_ms = statistics.median(p[1] for p in parts[name])
+            print("| %s | %.3f | %.3f | %.1f %% |" % (name, loop_ms, thread_ms,
+                                                     100 * (loop_ms + thread_ms) / statistics.median(ms["headless"])))
 
 
 def spread(values: List[float]) -> str:
