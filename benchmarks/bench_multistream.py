@@ -195,8 +195,11 @@ def soak(minutes: float, model: Path, video: Path, out: Path) -> None:
         SOURCES, minutes, datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")))
     print("- %d frames (%.1f aggregate fps), %.2f persons per frame, stopped: %s" % (
         summary.frames, summary.fps, summary.persons / max(summary.frames, 1), summary.stop_reason))
-    print("- RSS MB: first sample (5 s) %.1f, at 1 min %.1f, end %.1f, max %.1f; slope after the first minute "
-          "%.3f MB/min (%d samples)" % (rss[0], rss[np.argmax(warm)], rss[-1], rss.max(), slope, len(rss)))
+    print("- RSS MB: first sample (5 s) %.1f, at 1 min %.1f, end %.1f, min %.1f, max %.1f; slope after the first "
+          "minute %.3f MB/min (%d samples)" % (rss[0], rss[np.argmax(warm)], rss[-1], rss.min(), rss.max(), slope,
+                                              len(rss)))
+    minutes_at = [int(np.argmin(np.abs(t - m))) for m in range(int(minutes) + 1)]
+    print("- RSS MB each minute: %s" % ", ".join("%.1f" % rss[i] for i in minutes_at))
 
 
 def main() -> None:
