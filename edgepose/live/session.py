@@ -127,8 +127,9 @@ class FrameInput:
 
 
 def detect_all(detector: YoloxDetector, images: Sequence[np.ndarray]) -> List[np.ndarray]:
-    """Person boxes (N, 5) of each image: the detector calls of one tick of the loop, in one place."""
-    return [detector.detect(image) for image in images]
+    """Person boxes (N, 5) of each image: the detector calls of one tick of the loop, in one place (one
+    batched call when the detector's batch is dynamic, e.g. a detector converted by `edgepose convert`)."""
+    return detector.detect_batch(images) if images else []
 
 
 class LivePose:
