@@ -68,7 +68,27 @@ def _decode_fields(cls: Any, props: Mapping[str, str], overrides: Mapping[str, o
 
 
 @dataclass
-class ModelMeta:
+class _Provenance:
+    """What every model edgepose writes records about itself, pose model or detector: the SHA-1 of its
+    weights (``random`` for random weights), its precision, where it came from and the edgepose that wrote
+    it; and how all of it is encoded as ONNX ``metadata_props``."""
+
+    weights_sha1: str = "unknown"
+    precision: str = "fp32"
+    source: str = "unknown"
+    edgepose_version: str = ""
+
+    @property
+    def random_weights(self) -> bool:
+        return self.weights_sha1 == "random"
+
+    def to_props(self) -> Dict[str, str]:
+        """Encode as ONNX ``metadata_props`` key/value strings."""
+        return {PREFIX + k: json.dumps(v) for k, v in asdict(self).items()}
+
+
+@dataclass
+class ModelMeta(_Provenance):
     """How to feed a top-down heatmap model and read its output.
 
     ``mean``/``std`` apply to pixel values scaled to [0, 1], per channel in ``color_order``.
@@ -83,10 +103,6 @@ class ModelMeta:
     flip_pairs: List[Tuple[int, int]] = field(default_factory=lambda: list(COCO_FLIP_PAIRS))
     heatmap_stride: int = 4
     decoder: str = "simple"
-    weights_sha1: str = "unknown"
-    precision: str = "fp32"
-    source: str = "unknown"
-    edgepose_version: str = ""
 
     def __post_init__(self) -> None:
         self.input_size = (int(self.input_size[0]), int(self.input_size[1]))
@@ -102,14 +118,6 @@ class ModelMeta:
     @property
     def num_keypoints(self) -> int:
         return len(self.keypoints)
-
-    @property
-    def random_weights(self) -> bool:
-        return self.weights_sha1 == "random"
-
-    def to_props(self) -> Dict[str, str]:
-        """Encode as ONNX ``metadata_props`` key/value strings."""
-        return {PREFIX + k: json.dumps(v) for k, v in asdict(self).items()}
 
     @classmethod
     def from_props(cls, props: Mapping[str, str], **overrides: object) -> "ModelMeta":
@@ -130,7 +138,7 @@ class ModelMeta:
 
 
 @dataclass
-class DetectorMeta:
+class DetectorMeta(_Provenance):
     """What a converted YOLOX person detector says about itself (``edgepose.kind`` = ``"detector"``).
 
     Input: (N, 3, H, W) float32 BGR pixels 0..255, letterboxed top-left with grey 114. Output:
@@ -147,20 +155,12 @@ class DetectorMeta:
     num_classes: int = 80
     person_class: int = 0
     color_order: str = "BGR"
-    weights_sha1: str = "unknown"
-    precision: str = "fp32"
-    source: str = "unknown"
-    edgepose_version: str = ""
 
     def __post_init__(self) -> None:
         self.input_size = (int(self.input_size[0]), int(self.input_size[1]))
         self.strides = tuple(int(s) for s in self.strides)
         if self.kind != "detector":
             raise ModelFileError("detector metadata names kind %r; expected \"detector\"" % self.kind)
-
-    def to_props(self) -> Dict[str, str]:
-        """Encode as ONNX ``metadata_props`` key/value strings."""
-        return {PREFIX + k: json.dumps(v) for k, v in asdict(self).items()}
 
     @classmethod
     def from_props(cls, props: Mapping[str, str], **overrides: object) -> "DetectorMeta":
