@@ -57,13 +57,13 @@ def test_webcam_view_in_the_browser(tmp_path):
 
         driver.get(url + "?token=s3cret")
         wait = WebDriverWait(driver, 120, poll_frequency=0.2)
-        stats = wait.until(lambda d: re.search(r"(\d+) persons? \u00b7 frame (\d+)",
-                                               d.find_element(By.CSS_SELECTOR, "#source-0 .stats").text))
+        # YOLOX finds the pedestrians (random pose weights may lose them between detections: wait for a frame)
+        wait.until(lambda d: re.search(r"[1-9]\d* persons? \u00b7 frame \d+",
+                                       d.find_element(By.CSS_SELECTOR, "#source-0 .stats").text))
         img = driver.find_element(By.CSS_SELECTOR, "#source-0 img")
         wait.until(lambda d: img.get_property("naturalWidth") == 480)
         first = img.screenshot_as_png
         wait.until(lambda d: img.screenshot_as_png != first)  # the video moves
-        assert int(stats.group(1)) >= 1  # YOLOX finds the pedestrians
         badge = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#source-1.ended .badge"))
         assert badge.text.startswith("ended")  # the short source ended, the long one goes on
         assert driver.find_element(By.CSS_SELECTOR, "#source-0 .badge").text == "running"
