@@ -296,11 +296,12 @@ def test_browser_shows_live_sources(tmp_path):
         wait = WebDriverWait(driver, 120, poll_frequency=0.2)
         wait.until(lambda d: view.wants_image(0) and view.wants_image(1))  # the page opened both streams
         pipeline.start()
-        stats = wait.until(lambda d: re.search(r"(\d+) persons? \u00b7 frame (\d+)",
+        # YOLOX finds the pedestrians of the street video (random pose weights may lose them between detections)
+        stats = wait.until(lambda d: re.search(r"([1-9]\d*) persons? \u00b7 frame (\d+)",
                                                d.find_element(By.CSS_SELECTOR, "#source-0 .stats").text))
         assert pipeline.error is None
         persons, first_frame = int(stats.group(1)), int(stats.group(2))
-        assert persons >= 1 and persons in pipeline.persons  # YOLOX finds the pedestrians of the street video
+        assert persons in pipeline.persons
         img = driver.find_element(By.CSS_SELECTOR, "#source-0 img")
         wait.until(lambda d: img.get_property("naturalWidth") == 960)
         shots = [img.screenshot_as_png]
