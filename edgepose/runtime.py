@@ -55,7 +55,7 @@ class Runtime:
     A model without edgepose metadata (a COCO-17 heatmap model from elsewhere) takes its input
     size from its input shape or ``input_size``, and ImageNet mean/std on RGB in [0, 1] unless
     ``mean``/``std``/``color_order`` say otherwise. Other keyword arguments go to the backend
-    (for ONNX Runtime: ``providers``, ``threads``).
+    (for ONNX Runtime: ``providers``, ``threads``, ``parallel``).
     """
 
     def __init__(self, model: str, backend: str = "auto", *,

@@ -137,3 +137,16 @@ def test_bad_boxes_are_reported(model_path, image):
             rt.estimate(image, [[0, 0, np.nan, 10]])
         with pytest.raises(InputError, match="shape"):
             rt.estimate(image, [1, 2, 3])
+
+
+def test_batch_parallel_mode_splits_a_batch_over_threads_with_the_same_heatmaps(model_path, image):
+    """parallel="batch": a batch runs as parts on one thread each (threads=3: five crops as 2 + 2 + 1, and
+    two crops as 1 + 1); the heatmaps are those of the default mode, and one crop runs whole."""
+    with Runtime(model_path) as ops, Runtime(model_path, threads=3, parallel="batch") as split:
+        assert split.backend.workers == 3 and ops.backend.workers == 1
+        batch = preprocess(image, np.concatenate([SOCCER_BOXES, SOCCER_BOXES[:2]]), ops.meta, False).batch
+        for n in (5, 2, 1):
+            np.testing.assert_allclose(split.infer(batch[:n]), ops.infer(batch[:n]), rtol=0, atol=1e-5)
+        assert split.backend.session.get_session_options().intra_op_num_threads == 1
+    with pytest.raises(InputError, match="parallel must be one of ops, batch; got 'spin'"):
+        Runtime(model_path, parallel="spin")

@@ -563,6 +563,21 @@ class CountingRuntime:
         return getattr(self.runtime, name)
 
 
+class CountingDetector:
+    """The real detector, counting its batched calls (images per call)."""
+
+    def __init__(self, detector: YoloxDetector) -> None:
+        self.detector = detector
+        self.calls = []
+
+    def detect_batch(self, images, image_is_rgb=False):
+        self.calls.append(len(images))
+        return self.detector.detect_batch(images, image_is_rgb)
+
+    def __getattr__(self, name):
+        return getattr(self.detector, name)
+
+
 class Recorder:
     """A LiveObserver that records what it is told: ("frame", source, stats, record, image shape) and
     ("ended", source, reason)."""
@@ -597,8 +612,10 @@ def test_session_over_several_files_batches_them_and_goes_on_when_one_ends(model
               for i, (n, photo) in enumerate(zip(lengths, (PERSON, DATA / "demo_media" / "soccer.png", PERSON)))]
     counting, recorder, seen = CountingRuntime(runtime), Recorder(), []
     live = LivePose(counting, detector, detect_every=4, keypoint_thresh=-np.inf)  # random weights: keep tracks
+    # Without detect-ahead the sources deliver at once, so every tick has a frame of each source still going.
     session = LiveSession(live, [str(v) for v in videos], json_path=str(tmp_path / "poses{source}.jsonl"),
-                          output=str(tmp_path / "videos") + "/", observers=[recorder], on_frame=seen.append)
+                          output=str(tmp_path / "videos") + "/", observers=[recorder], on_frame=seen.append,
+                          overlap=False)
     summary = session.run()
     assert [s.frames for s in summary.sources] == list(lengths) and summary.frames == sum(lengths)
     assert [s.stop_reason for s in summary.sources] == ["end of file after %d frames" % n for n in lengths]
@@ -628,6 +645,27 @@ def test_session_over_several_files_batches_them_and_goes_on_when_one_ends(model
         assert [p["id"] for p in got["persons"]] == [p["id"] for p in want["persons"]]
         np.testing.assert_allclose([p["keypoints"] for p in got["persons"]],
                                    [p["keypoints"] for p in want["persons"]], atol=0.05)
+
+
+def test_several_sources_detect_ahead_in_batches_with_the_results_of_detecting_in_the_loop(models, tmp_path):
+    """With detect-ahead (the default), the scheduled frames of the sources' reader threads go to the detector
+    together (calls of several images), and every source gets the records of a run detecting in the loop."""
+    runtime, detector = models
+    videos = [make_video(tmp_path / ("v%d.mp4" % i), 13, photo=photo)
+              for i, photo in enumerate((PERSON, DATA / "demo_media" / "soccer.png", PERSON))]
+    records = {}
+    for overlap in (False, True):
+        counting = CountingDetector(detector)
+        live = LivePose(runtime, counting, detect_every=4, keypoint_thresh=-np.inf)  # random weights: keep tracks
+        out = tmp_path / ("overlap%d" % overlap)
+        LiveSession(live, [str(v) for v in videos], json_path=str(out) + "/", overlap=overlap).run()
+        records[overlap] = [[dict(r, timings_ms=None) for r in read_jsonl(out / ("source%d.jsonl" % i))]
+                            for i in range(3)]
+        assert sum(counting.calls) == 3 * 4  # frames 0, 4, 8, 12 of each source
+        if overlap:
+            assert max(counting.calls) > 1 and len(counting.calls) < 12
+    assert records[True] == records[False]
+    assert [[r["detected"] for r in lines] for lines in records[True]] == [[f % 4 == 0 for f in range(13)]] * 3
 
 
 def test_several_sources_need_a_placeholder_or_a_folder(models, panning_video):

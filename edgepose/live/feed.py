@@ -14,6 +14,7 @@ from typing import Any, Callable, Optional, Tuple
 import numpy as np
 
 from edgepose.errors import EdgeposeError
+from edgepose.live.detect_batch import BatchMember
 from edgepose.live.video import Frame, VideoSource
 
 FeedItem = Tuple[Frame, Optional[np.ndarray], float]
@@ -40,6 +41,8 @@ class Feed:
     ``ahead``: run ``detector.detect`` on the frames ``schedule`` schedules in that thread, while the
     loop estimates poses on earlier frames (ONNX Runtime and OpenCV release the GIL); frames count
     from 0 at the start and after each reconnect, as :class:`edgepose.live.LivePose` counts them.
+    ``detector`` may be a :class:`BatchMember` (several sources: their detections go in one batch); the
+    feed leaves it when it stops reading.
     ``reopen``: opens the source again; a live source that ends, drops or stalls is reopened up to
     ``reconnect`` attempts in a row (a frame resets the count), ``reconnect_delay`` seconds apart.
     ``wake`` is set whenever something is handed over. ``log`` gets one line per event.
@@ -105,6 +108,9 @@ class Feed:
                 self._put(Reopened())
         except Exception as e:  # noqa: BLE001 - raised again in the loop's thread
             self._put(e)
+        finally:
+            if isinstance(self._detector, BatchMember):
+                self._detector.leave()  # the other sources' detections stop waiting for this one
 
     def _read(self, source: VideoSource) -> None:
         """Hand over the frames of ``source`` until it stops or :meth:`close`."""
@@ -114,7 +120,9 @@ class Feed:
             if frame is None:
                 return
             boxes, ms = None, 0.0
-            if self._detector is not None and self._schedule.scheduled(count):
+            if isinstance(self._detector, BatchMember) and self._schedule.scheduled(count):
+                boxes, ms = self._detector.detect(frame.image)
+            elif self._detector is not None and self._schedule.scheduled(count):
                 start = time.perf_counter()
                 boxes = self._detector.detect(frame.image)
                 ms = (time.perf_counter() - start) * 1000.0

@@ -1,6 +1,7 @@
 """edgepose webcam: live multi-person pose on a camera, video file, stream URL or GStreamer pipeline."""
 import signal
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import List, Optional
 
@@ -9,6 +10,13 @@ import typer
 from edgepose.cli.commands.common import err, out, precision_option, target_option, use_model, warn_random_weights
 
 DEFAULT_MODEL = "mobile_pose_mobilenetv3_small"
+
+
+class Parallel(str, Enum):
+    """--parallel: the ONNX Runtime backend's ``parallel`` modes."""
+
+    ops = "ops"
+    batch = "batch"
 
 
 def _pose_model(model: Optional[str], precision: Optional[str], target: Optional[str]) -> str:
@@ -29,11 +37,11 @@ def _pose_model(model: Optional[str], precision: Optional[str], target: Optional
         ) from e
 
 
-def _ort_threads(model: str, keyword: str, threads: Optional[int]) -> dict:
-    """``{keyword: threads}`` for a model ONNX Runtime runs; nothing for engines and triton:// models."""
+def _ort_options(model: str, **options: object) -> dict:
+    """The ONNX Runtime ``options`` not None, for a model ONNX Runtime runs; nothing for engines and triton://."""
     from edgepose.backends import backend_for
 
-    return {keyword: threads} if threads is not None and backend_for(model) == "onnxruntime" else {}
+    return {k: v for k, v in options.items() if v is not None} if backend_for(model) == "onnxruntime" else {}
 
 
 def _interrupt_on_sigterm() -> None:
@@ -67,6 +75,7 @@ def webcam(
     keypoint_thresh: float = typer.Option(0.2, "--kpt-thresh", min=0.0, max=1.0, help="A joint is drawn, tracked and smoothed when its score exceeds this."),
     box_thresh: float = typer.Option(0.5, "--box-thresh", min=0.0, max=1.0, help="Detector score threshold."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="ONNX Runtime threads of the pose model (default: one per core; an .onnx model only)."),
+    parallel: Optional[Parallel] = typer.Option(None, "--parallel", help="How the pose model's threads share a batch (an .onnx model on the CPU): ops (each operator split over them) or batch (the batch split into parts, one thread each, nothing spinning between calls). Default: batch with several sources, ops with one."),
     detector_threads: int = typer.Option(1, "--detector-threads", min=1, help="ONNX Runtime threads of the detector, which runs beside the pose model (an .onnx detector only)."),
     max_frames: Optional[int] = typer.Option(None, "--max-frames", min=1, help="Stop each source after this many frames."),
     view: Optional[str] = typer.Option(None, "--view", help="Serve a live view in the browser at [HOST:]PORT (default host 127.0.0.1): each source's annotated video, stats and latest JSON. Another host is reachable from the network and needs --view-token."),
@@ -105,10 +114,10 @@ def webcam(
     one_euro = OneEuroFilter(min_cutoff, beta, d_cutoff)
     det_path = detector_model(detector) if detector is not None else None  # a missing file fails before any work
     model_path = _pose_model(model, precision, target)
-    runtime = Runtime(model_path, **_ort_threads(model_path, "threads", threads))
+    mode = parallel.value if parallel is not None else "batch" if len(source) > 1 else "ops"
+    runtime = Runtime(model_path, **_ort_options(model_path, threads=threads, parallel=mode))
     det_path = det_path or detector_model()
-    det = YoloxDetector(det_path, score_thresh=box_thresh, **_ort_threads(det_path, "intra_op_threads",
-                                                                         detector_threads))
+    det = YoloxDetector(det_path, score_thresh=box_thresh, **_ort_options(det_path, intra_op_threads=detector_threads))
     show = not headless
     if show and window_problem():
         err.print("note: no window (%s); running headless" % window_problem())
