@@ -3,9 +3,12 @@
 Four 640x480 sources with three persons each (the panning soccer.png video of bench_webcam.py, one file
 read by four independent sources), YOLOX-Nano every 5 frames, the INT8 CPU-form
 mobile_pose_mobilenetv3_small (random weights, converted into a temporary cache), headless, JSON lines
-written. Per round, interleaved: (a) one process `edgepose webcam -s V -s V -s V -s V`, (b) four
-processes `edgepose webcam -s V` started together (the command's defaults), (c) the same four with
-`--threads 1` (one ORT thread each, the fairer split of 2 cores among 4 processes). Each process stops
+written. Per round, interleaved: (a) one process `edgepose webcam -s V -s V -s V -s V` (its defaults:
+detect-ahead in the reader threads batched over the sources, the pose batch split over the cores with
+`--parallel batch`), (a') the same with `--parallel ops` (ONNX Runtime's spinning thread pool, the
+single-source default), (b) four processes `edgepose webcam -s V` started together (the command's
+defaults), (c) the same four with `--threads 1` (one ORT thread each, the fairer split of 2 cores among
+4 processes). Each process stops
 its sources after `--frames` frames. Aggregate frames/s: all frames over the span from the first loop's
 start to the last loop's end (each process reports its loop time; model loading is not counted).
 Detector calls per frame are counted from the JSON lines.
@@ -115,6 +118,9 @@ def benchmark(args: argparse.Namespace, home: Path, model: Path, video: Path) ->
     configs = {
         "one process, 4 sources": lambda out: [edgepose("webcam", *["-s", str(video)] * SOURCES, *common,
                                                         "--json", str(out) + "/")],
+        "one process, 4 sources, --parallel ops": lambda out: [edgepose("webcam", *["-s", str(video)] * SOURCES,
+                                                                        *common, "--parallel", "ops",
+                                                                        "--json", str(out) + "/")],
         "4 processes (defaults)": lambda out: [edgepose("webcam", "-s", str(video), *common, "--json",
                                                         str(out / ("p%d.jsonl" % i))) for i in range(SOURCES)],
         "4 processes, --threads 1": lambda out: [edgepose("webcam", "-s", str(video), *common, "--threads", "1",

@@ -130,7 +130,7 @@ class Runtime:
         images go through the model in one batch (several camera frames of one instant, say); one
         :class:`PoseResult` per image. ``timings`` receives the seconds of the whole call."""
         t0 = time.perf_counter()
-        crops, counts = preprocess_many(images, boxes, self.meta, image_is_rgb=rgb)
+        crops, counts = preprocess_many(images, boxes, self.meta, image_is_rgb=rgb, map_each=self.backend.map)
         box_scores = []
         for b, n in zip(boxes, counts):
             arr = np.asarray(b, dtype=np.float32)

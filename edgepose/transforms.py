@@ -16,7 +16,7 @@ Images are uint8 H x W x 3 in the caller's channel order; crops keep that order 
 :func:`normalize` swaps R and B where the model wants the other one.
 """
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -379,14 +379,19 @@ def preprocess(image: np.ndarray, boxes_xyxy: np.ndarray, meta: ModelMeta, image
 
 
 def preprocess_many(images: Sequence[np.ndarray], boxes: Sequence[np.ndarray], meta: ModelMeta,
-                    image_is_rgb: bool) -> Tuple[Crops, List[int]]:
+                    image_is_rgb: bool, map_each: Optional[Callable[..., list]] = None) -> Tuple[Crops, List[int]]:
     """Several frames, each with its person boxes -> one :class:`Crops` batch over all their persons (in
     order: the first image's persons first) and the number of persons per image. Each image and its boxes
-    are checked and cropped as :func:`preprocess` does; one backend call can then run the whole batch."""
+    are checked and cropped as :func:`preprocess` does; one backend call can then run the whole batch.
+    ``map_each(fn, items)``: runs the per-image work, e.g. over threads (:meth:`Backend.map`)."""
     if len(images) != len(boxes) or not len(images):
         raise InputError("give one box array per image (and at least one image); got %d images and %d box "
                          "arrays" % (len(images), len(boxes)))
-    parts = [preprocess(image, b, meta, image_is_rgb) for image, b in zip(images, boxes)]
+    def crop(pair: Tuple[np.ndarray, np.ndarray]) -> Crops:
+        return preprocess(pair[0], pair[1], meta, image_is_rgb)
+
+    pairs = list(zip(images, boxes))
+    parts = map_each(crop, pairs) if map_each is not None else [crop(pair) for pair in pairs]
     if len(parts) == 1:
         return parts[0], [len(parts[0])]
 

@@ -1,4 +1,6 @@
 """edgepose.Runtime end to end on real exported models and real photos."""
+import threading
+
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -148,5 +150,14 @@ def test_batch_parallel_mode_splits_a_batch_over_threads_with_the_same_heatmaps(
         for n in (5, 2, 1):
             np.testing.assert_allclose(split.infer(batch[:n]), ops.infer(batch[:n]), rtol=0, atol=1e-5)
         assert split.backend.session.get_session_options().intra_op_num_threads == 1
+        # map() keeps the order and uses the pool's threads beside the caller's
+        done = split.backend.map(lambda i: (i, threading.current_thread().name), range(7))
+        assert [i for i, _ in done] == list(range(7))
+        assert {name.startswith("edgepose-ort") for _, name in done} == {True, False}
+        # estimate_many crops the images on those threads too: the same poses as the default mode
+        images, boxes = [image, image[:, ::-1].copy(), image], [SOCCER_BOXES, SOCCER_BOXES[:2], SOCCER_BOXES[1:]]
+        for got, want in zip(split.estimate_many(images, boxes), ops.estimate_many(images, boxes)):
+            np.testing.assert_allclose(got.keypoints, want.keypoints, atol=1e-3)
+            np.testing.assert_array_equal(got.boxes, want.boxes)
     with pytest.raises(InputError, match="parallel must be one of ops, batch; got 'spin'"):
         Runtime(model_path, parallel="spin")

@@ -7,13 +7,15 @@ the caller selects another). What the output must look like is the caller's busi
 (N, anchors, 5 + classes) rows. The public :meth:`Backend.run` checks the batch; subclasses write
 only ``_run`` (and ``_close`` where they hold resources).
 """
-from typing import Any, Dict, Iterable, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, TypeVar
 
 import numpy as np
 
 from edgepose.errors import InputError, InputTypeError
 
 Shape = Tuple[Optional[int], ...]  # None marks a dynamic dimension
+Item = TypeVar("Item")
+Result = TypeVar("Result")
 
 
 def to_shape(dims: Iterable[Any]) -> Shape:
@@ -30,9 +32,15 @@ class Backend:
     output_name: str  # the output run() returns: the first one unless select_output() chose another
     max_batch: Optional[int]  # largest batch one call accepts; None = no limit
     metadata: Dict[str, str]  # the model's edgepose metadata (may be empty)
+    workers = 1  # CPU threads map() spreads work over
 
     def __init__(self) -> None:
         self._closed = False
+
+    def map(self, fn: Callable[[Item], Result], items: Sequence[Item]) -> List[Result]:
+        """``[fn(item) for item in items]``, spread over :attr:`workers` threads where the backend has them
+        (for work that releases the GIL, as ONNX Runtime and OpenCV calls do)."""
+        return [fn(item) for item in items]
 
     @property
     def output_shape(self) -> Shape:

@@ -1,11 +1,11 @@
 """ONNX Runtime backend: the embedded default (CPU; CUDA/TensorRT providers when available)."""
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from edgepose.backends.base import Backend, to_shape
+from edgepose.backends.base import Backend, Item, Result, to_shape
 from edgepose.errors import InputError, ModelFileError
 from edgepose.fileio import existing_file
 from edgepose.optional import require
@@ -87,14 +87,25 @@ class OnnxRuntimeBackend(Backend):
         self._errors = _ort_errors(ort)
         self._pool = ThreadPoolExecutor(self.workers - 1, "edgepose-ort") if self.workers > 1 else None
 
-    def _run(self, batch: np.ndarray) -> np.ndarray:
-        parts = min(self.workers, len(batch))
+    def map(self, fn: Callable[[Item], Result], items: Sequence[Item]) -> List[Result]:
+        """In batch mode: ``items`` cut into :attr:`workers` runs of neighbours, one per thread (this one
+        and the pool's), results in order."""
+        items = list(items)
+        parts = min(self.workers, len(items))
         if parts < 2:
+            return [fn(item) for item in items]
+        bounds = np.linspace(0, len(items), parts + 1).astype(int)
+        runs = [items[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+        others = [self._pool.submit(lambda run: [fn(item) for item in run], run) for run in runs[1:]]
+        results = [fn(item) for item in runs[0]]
+        for future in others:
+            results.extend(future.result())
+        return results
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        if self.workers < 2 or len(batch) < 2:
             return self._run_part(batch)
-        chunks = np.array_split(batch, parts)
-        others = [self._pool.submit(self._run_part, chunk) for chunk in chunks[1:]]
-        first = self._run_part(chunks[0])  # in this thread, beside the pool's
-        return np.concatenate([first] + [f.result() for f in others])
+        return np.concatenate(self.map(self._run_part, np.array_split(batch, min(self.workers, len(batch)))))
 
     def _run_part(self, batch: np.ndarray) -> np.ndarray:
         try:
