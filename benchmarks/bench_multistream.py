@@ -17,9 +17,10 @@ Random weights make joint scores meaningless, so `--kpt-thresh 0` counts every j
 tracked between detections, as with trained weights (with the default 0.2 the detector would run on most
 frames: the script reports the calls it made).
 
-`--soak-minutes M` instead runs the library's loop (`LiveSession`, the same one the command runs) over
-four looping copies of the video for M minutes, samples the process RSS every 5 s and reports start,
-end, maximum and the slope (least squares, after the first minute's warm-up).
+`--soak-minutes M` instead runs the library's loop (`LiveSession`, the same one the command runs, with
+the command's settings for several sources) over four looping copies of the video for M minutes, samples
+the process RSS every 5 s and reports start, end, maximum and the slope (least squares, after the first
+minute's warm-up).
 
     python benchmarks/bench_multistream.py [--frames 300] [--repeats 3]
     python benchmarks/bench_multistream.py --soak-minutes 10
@@ -35,7 +36,6 @@ import sys
 import tempfile
 import threading
 import time
-import _thread
 from pathlib import Path
 
 import cv2
@@ -176,10 +176,8 @@ def soak(minutes: float, model: Path, video: Path, out: Path) -> None:
     from edgepose.live import LivePose, LiveSession
     from edgepose.runtime import Runtime
 
-    live = LivePose(Runtime(str(model)), YoloxDetector(YOLOX, intra_op_threads=1), detect_every=5,
+    live = LivePose(Runtime(str(model), parallel="batch"), YoloxDetector(YOLOX, intra_op_threads=1), detect_every=5,
                     keypoint_thresh=-np.inf)  # random weights: keep persons tracked
-    session = LiveSession(live, [str(video)] * SOURCES, source_options=dict(loop=True),
-                          json_path=str(out / "soak{source}.jsonl"))
     samples = []
     done = threading.Event()
     start = time.monotonic()
@@ -187,10 +185,13 @@ def soak(minutes: float, model: Path, video: Path, out: Path) -> None:
     def sample() -> None:
         while not done.wait(5.0):
             samples.append(((time.monotonic() - start) / 60.0, rss_mb()))
-            if samples[-1][0] >= minutes:
-                _thread.interrupt_main()  # ends the run as Ctrl-C does: outputs finalised
-                return
 
+    def stop_when_done(frame) -> None:
+        if samples and samples[-1][0] >= minutes:
+            raise KeyboardInterrupt  # ends the run as Ctrl-C does: outputs finalised
+
+    session = LiveSession(live, [str(video)] * SOURCES, source_options=dict(loop=True),
+                          json_path=str(out / "soak{source}.jsonl"), on_frame=stop_when_done)
     threading.Thread(target=sample, daemon=True).start()
     summary = session.run()
     done.set()

@@ -161,6 +161,7 @@ CASES = [
     case("webcam-json-folder-is-a-file", WEBCAM.replace("{OUT}/f.jsonl", "{C}/notes.txt/"), "{C}/notes.txt",
          "is a file, not a folder"),
     case("webcam-kpt-thresh-out-of-range", WEBCAM + " --kpt-thresh 2", "--kpt-thresh", ""),
+    case("webcam-unknown-parallel-mode", WEBCAM + " --parallel spin", "--parallel", "'spin' is not one of"),
 ]
 
 

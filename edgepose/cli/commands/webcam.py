@@ -84,7 +84,9 @@ def webcam(
     """Live multi-person pose with tracking and smoothing on cameras, video files or streams.
 
     With several --source, each has its own reader, read timeout, reconnects, tracking and outputs, the
-    window shows them in a grid, and a source that ends or stalls is reported while the others go on.
+    window shows them in a grid, and a source that ends or stalls is reported while the others go on. The
+    readers detect ahead together (one detector call for the sources due) and every tick makes one pose
+    call over the persons of all sources.
     Ends when every source has ended (end of file, --max-frames), on 'q'/Esc in the window, Ctrl-C or
     SIGTERM (exit 130); exit 1 when a live stream ended, dropped or stalled once --reconnect attempts were
     spent. The --output videos and --json lines are finalised in every case.
