@@ -387,6 +387,7 @@ def preprocess_many(images: Sequence[np.ndarray], boxes: Sequence[np.ndarray], m
     if len(images) != len(boxes) or not len(images):
         raise InputError("give one box array per image (and at least one image); got %d images and %d box "
                          "arrays" % (len(images), len(boxes)))
+
     def crop(pair: Tuple[np.ndarray, np.ndarray]) -> Crops:
         return preprocess(pair[0], pair[1], meta, image_is_rgb)
 
