@@ -1,9 +1,9 @@
-"""One person detector shared by the reader threads of several sources, called once per batch.
+"""One person detector shared by the reader threads of the sources, called once per batch.
 
-With several sources, each reader thread detects ahead on its scheduled frames (see
-:class:`edgepose.live.feed.Feed`) beside the pose work of the loop. The sources reach their scheduled
-frames at about the same time, so :class:`DetectionBatcher` gathers those requests and runs them as
-one ``detect_batch`` call: the first thread to ask waits until every member still reading has asked,
+Each reader thread detects ahead on its scheduled frames (see :class:`edgepose.live.feed.Feed`) beside
+the pose work of the loop; with one source every batch is its one frame, run at once. Several sources
+reach their scheduled frames at about the same time, so :class:`DetectionBatcher` gathers those requests
+and runs them as one ``detect_batch`` call: the first thread to ask waits until every member still reading has asked,
 or ``max_wait`` seconds, then runs the batch for all of them; requests arriving meanwhile form the next.
 """
 import threading

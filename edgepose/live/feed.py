@@ -7,7 +7,6 @@ reconnect succeeded (frames count from 0 again), and any exception it met.
 """
 import queue
 import threading
-import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Tuple
 
@@ -38,23 +37,23 @@ class Reopened:
 class Feed:
     """Frames of one opened :class:`VideoSource`, read in a thread.
 
-    ``ahead``: run ``detector.detect`` on the frames ``schedule`` schedules in that thread, while the
-    loop estimates poses on earlier frames (ONNX Runtime and OpenCV release the GIL); frames count
-    from 0 at the start and after each reconnect, as :class:`edgepose.live.LivePose` counts them.
-    ``detector`` may be a :class:`BatchMember` (several sources: their detections go in one batch); the
-    feed leaves it when it stops reading.
+    ``detector``: a :class:`BatchMember` to detect ahead with, in that thread, on the frames ``schedule``
+    schedules, while the loop estimates poses on earlier frames (ONNX Runtime and OpenCV release the GIL;
+    the detections of several sources go in one batch); None: no detect-ahead. Frames count from 0 at the
+    start and after each reconnect, as :class:`edgepose.live.LivePose` counts them. The feed leaves
+    ``detector`` when it stops reading.
     ``reopen``: opens the source again; a live source that ends, drops or stalls is reopened up to
     ``reconnect`` attempts in a row (a frame resets the count), ``reconnect_delay`` seconds apart.
     ``wake`` is set whenever something is handed over. ``log`` gets one line per event.
     """
 
-    def __init__(self, source: VideoSource, *, reopen: Callable[[], VideoSource], schedule: Any, detector: Any,
-                 ahead: bool, reconnect: int, reconnect_delay: float, wake: threading.Event,
+    def __init__(self, source: VideoSource, *, reopen: Callable[[], VideoSource], schedule: Any,
+                 detector: Optional[BatchMember], reconnect: int, reconnect_delay: float, wake: threading.Event,
                  log: Callable[[str], None]) -> None:
         self.source = source
         self._reopen = reopen
         self._schedule = schedule
-        self._detector = detector if ahead else None
+        self._detector = detector
         self._reconnect = reconnect
         self._delay = reconnect_delay
         self._wake = wake
@@ -109,7 +108,7 @@ class Feed:
         except Exception as e:  # noqa: BLE001 - raised again in the loop's thread
             self._put(e)
         finally:
-            if isinstance(self._detector, BatchMember):
+            if self._detector is not None:
                 self._detector.leave()  # the other sources' detections stop waiting for this one
 
     def _read(self, source: VideoSource) -> None:
@@ -120,12 +119,8 @@ class Feed:
             if frame is None:
                 return
             boxes, ms = None, 0.0
-            if isinstance(self._detector, BatchMember) and self._schedule.scheduled(count):
+            if self._detector is not None and self._schedule.scheduled(count):
                 boxes, ms = self._detector.detect(frame.image)
-            elif self._detector is not None and self._schedule.scheduled(count):
-                start = time.perf_counter()
-                boxes = self._detector.detect(frame.image)
-                ms = (time.perf_counter() - start) * 1000.0
             count += 1
             self._put((frame, boxes, ms))
 

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from edgepose.detector import YoloxDetector
-from edgepose.live.detect_batch import DetectionBatcher
+from edgepose.live.detect_batch import BatchMember, DetectionBatcher
 from edgepose.live.draw import draw_label, draw_poses, plural, tile_images
 from edgepose.live.feed import Feed, FeedItem, Reopened, Stopped
 from edgepose.errors import InputError
@@ -349,8 +349,8 @@ class LiveSession:
     told of every frame and of sources that end. ``log``: called with one line per event (source
     stopped, reconnecting, and a status line every ``status_every`` seconds; 0: none). ``overlap``
     (default on): detect ahead in the sources' reader threads, beside the pose work on earlier frames
-    (same results); with several sources their scheduled frames go to the detector together, one call
-    per batch (:class:`edgepose.live.detect_batch.DetectionBatcher`). Without it the detections of a
+    (same results); the scheduled frames of several sources go to the detector together, one call per
+    batch (:class:`edgepose.live.detect_batch.DetectionBatcher`). Without it the detections of a
     tick are one call in the loop, before its pose call.
 
     Each tick of the loop takes the next frame of every source that has one (never waiting on a source
@@ -364,7 +364,7 @@ class LiveSession:
                  reconnect: int = 0, reconnect_delay: float = 1.0,
                  max_frames: Optional[int] = None, on_frame: Optional[Callable[[LiveFrame], None]] = None,
                  log: Optional[Callable[[str], None]] = None, status_every: float = 0.0,
-                 overlap: Optional[bool] = None, observers: Sequence[LiveObserver] = ()) -> None:
+                 overlap: bool = True, observers: Sequence[LiveObserver] = ()) -> None:
         if reconnect < 0 or (max_frames is not None and max_frames < 1):
             raise InputError("reconnect must be >= 0 and max_frames >= 1; got %r and %r" % (reconnect, max_frames))
         self.live = live
@@ -383,7 +383,7 @@ class LiveSession:
         self.observers = list(observers)
         self.log = log or (lambda line: None)
         self.status_every = float(status_every)
-        self.overlap = True if overlap is None else bool(overlap)
+        self.overlap = bool(overlap)
 
     def run(self) -> LiveSummary:
         """Process frames until every source ended (or stalled / dropped past ``reconnect``) or reached
@@ -395,15 +395,14 @@ class LiveSession:
         streams: List[_Stream] = []
         wake = threading.Event()
         meter = _FpsMeter()
-        batcher = DetectionBatcher(self.live.detector) if self.overlap and len(self.sources) > 1 else None
+        batcher = DetectionBatcher(self.live.detector) if self.overlap else None
         try:
             for spec in self.sources:  # all open before any output file is made
                 opened.append(VideoSource(spec, **self.source_options))
             for i, source in enumerate(opened):
                 state = self.live.stream if i == 0 else self.live.new_stream()
                 state.reset()
-                detector = batcher.member() if batcher is not None else self.live.detector
-                streams.append(_Stream(i, self, source, state, detector, wake))
+                streams.append(_Stream(i, self, source, state, batcher.member() if batcher else None, wake))
             self._loop(streams, summary, wake, meter)
         except KeyboardInterrupt:
             summary.stop_reason, summary.interrupted = "interrupted (Ctrl-C)", True
@@ -483,7 +482,7 @@ class _Stream:
     """One source of a :class:`LiveSession` run: its feed, tracking state, outputs, summary and meter."""
 
     def __init__(self, index: int, session: LiveSession, source: VideoSource, state: StreamState,
-                 detector: Any, wake: threading.Event) -> None:
+                 detector: Optional[BatchMember], wake: threading.Event) -> None:
         self.index = index
         self.spec = str(session.sources[index])
         self.session = session
@@ -502,7 +501,7 @@ class _Stream:
         self.jsonl = JsonlSink(json_path) if json_path else None
         log = session.log
         self.feed = Feed(source, reopen=lambda: VideoSource(session.sources[index], **session.source_options),
-                         schedule=session.live.schedule, detector=detector, ahead=session.overlap,
+                         schedule=session.live.schedule, detector=detector,
                          reconnect=session.reconnect, reconnect_delay=session.reconnect_delay, wake=wake,
                          log=(lambda line: log(self.prefix + line)) if self.prefix else log)
 
